@@ -1,0 +1,83 @@
+/**
+ * Opening the database: an external server named by DATABASE_URL, or the embedded one.
+ * Every invocation owns one pool and must call `close()` in `finally`; a postgres.js
+ * pool left open keeps the process (and a cron job) alive.
+ */
+import postgres from 'postgres';
+import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
+import * as schema from './schema.js';
+import { DatabaseUnavailableError } from '../errors.js';
+import { redactUrl, toDomainError } from './errors.js';
+import { runMigrations, schemaState } from './migrate.js';
+
+export type Db = PostgresJsDatabase<typeof schema>;
+
+export interface Database {
+  db: Db;
+  sql: postgres.Sql;
+  url: string;
+  embedded: boolean;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Explicit URL (from --database-url); falls back to DATABASE_URL, then the embedded server. */
+  url?: string;
+  /** Shown in pg_stat_activity, e.g. `stockctl-sweep`. */
+  application?: string;
+  /** Pool size; the CLI needs one or two, the loadtest as many as its concurrency. */
+  max?: number;
+  /** Fail with exit 7 when the schema is not migrated (every command but `migrate`). */
+  requireMigrated?: boolean;
+  /** Interactive commands should not queue forever behind a lock. */
+  lockTimeoutMs?: number;
+  /** Told once which database is in use when it is the embedded one. */
+  onEmbedded?: (info: { url: string; home: string; started: boolean }) => void;
+}
+
+/** Seconds allowed to establish a connection before we give up with exit 7. */
+export const CONNECT_TIMEOUT_S = 5;
+
+export function createClient(url: string, opts: Pick<OpenOptions, 'application' | 'max' | 'lockTimeoutMs'> = {}) {
+  const connection: Record<string, string> = { application_name: opts.application ?? 'stockctl' };
+  if (opts.lockTimeoutMs) connection.lock_timeout = String(opts.lockTimeoutMs);
+  return postgres(url, {
+    max: opts.max ?? 2,
+    connect_timeout: CONNECT_TIMEOUT_S,
+    idle_timeout: 30,
+    onnotice: () => {},
+    connection,
+  });
+}
+
+export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
+  let url = opts.url ?? process.env.DATABASE_URL ?? '';
+  let embedded = false;
+  if (!url) {
+    const { ensureEmbedded } = await import('./embedded.js');
+    const info = await ensureEmbedded();
+    url = info.url;
+    embedded = true;
+    opts.onEmbedded?.({ url, home: info.home, started: info.started });
+  }
+  const sql = createClient(url, opts);
+  const close = () => sql.end({ timeout: 5 });
+  try {
+    if (opts.requireMigrated !== false) {
+      const state = await schemaState(sql);
+      if (!state.migrated && embedded) {
+        // The embedded database is ours: keep it migrated. An external one never is.
+        await runMigrations(url);
+      } else if (!state.migrated) {
+        throw new DatabaseUnavailableError(
+          `The database schema is not migrated (${state.applied} of ${state.expected} migrations applied); run \`stockctl migrate\` first.`,
+          'not_migrated',
+        );
+      }
+    }
+  } catch (err) {
+    await close();
+    throw toDomainError(err, redactUrl(url));
+  }
+  return { db: drizzle(sql, { schema }), sql, url, embedded, close };
+}

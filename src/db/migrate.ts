@@ -1,0 +1,107 @@
+/**
+ * Applying drizzle-kit migrations safely. drizzle's own `migrate()` takes no lock and
+ * silently skips a migration older than the newest applied one; this runner holds an
+ * advisory lock on one dedicated connection and refuses to skip anything.
+ */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import { readMigrationFiles } from 'drizzle-orm/migrator';
+import { DatabaseUnavailableError } from '../errors.js';
+
+/** Resolved from this module, not the working directory: cron runs in $HOME. */
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
+
+/** Arbitrary constant key for pg_advisory_lock: "stockctl" in ASCII. */
+const MIGRATION_LOCK_KEY = 0x73746f636b63746cn;
+
+interface JournalEntry {
+  tag: string;
+  when: number;
+}
+
+export function readJournal(): JournalEntry[] {
+  const journal = JSON.parse(readFileSync(`${MIGRATIONS_FOLDER}/meta/_journal.json`, 'utf8'));
+  return journal.entries as JournalEntry[];
+}
+
+export interface MigrationPlan {
+  applied: string[];
+  pending: string[];
+}
+
+export interface SchemaState {
+  migrated: boolean;
+  applied: number;
+  expected: number;
+  /** Migrations recorded in the database that this stockctl does not know (a newer version ran). */
+  unknown: number;
+}
+
+async function appliedMillis(sql: postgres.Sql): Promise<Set<number>> {
+  const [{ exists }] = await sql<{ exists: boolean }[]>`
+    select to_regclass('drizzle.__drizzle_migrations') is not null as exists`;
+  if (!exists) return new Set();
+  const rows = await sql<{ created_at: string }[]>`select created_at from drizzle.__drizzle_migrations`;
+  return new Set(rows.map((r) => Number(r.created_at)));
+}
+
+/** How far the database's schema is from this build's migrations (one cheap query). */
+export async function schemaState(sql: postgres.Sql): Promise<SchemaState> {
+  const journal = readJournal();
+  const applied = await appliedMillis(sql);
+  const known = new Set(journal.map((e) => e.when));
+  const appliedKnown = journal.filter((e) => applied.has(e.when)).length;
+  const unknown = [...applied].filter((w) => !known.has(w)).length;
+  return { migrated: appliedKnown === journal.length, applied: appliedKnown, expected: journal.length, unknown };
+}
+
+/**
+ * Apply every pending migration, in order, each in its own transaction, under a
+ * session advisory lock so that several hosts may run this at once.
+ */
+export async function runMigrations(url: string, opts: { dryRun?: boolean } = {}): Promise<MigrationPlan> {
+  const migrations = readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
+  const journal = readJournal();
+  const sql = postgres(url, {
+    max: 1,
+    connect_timeout: 5,
+    onnotice: () => {},
+    connection: { application_name: 'stockctl-migrate' },
+  });
+  try {
+    if (!opts.dryRun) await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
+    const applied = await appliedMillis(sql);
+    const plan: MigrationPlan = { applied: [], pending: [] };
+    let newestApplied = -1;
+    journal.forEach((entry, i) => {
+      if (applied.has(entry.when)) newestApplied = i;
+    });
+    journal.forEach((entry, i) => {
+      if (applied.has(entry.when)) plan.applied.push(entry.tag);
+      else if (i < newestApplied)
+        throw new DatabaseUnavailableError(
+          `Migration ${entry.tag} was never applied although later ones were; refusing to skip it. Apply it by hand or restore the database.`,
+          'migration_skipped',
+        );
+      else plan.pending.push(entry.tag);
+    });
+    if (opts.dryRun) return plan;
+    if (plan.pending.length > 0) {
+      await sql`create schema if not exists drizzle`;
+      await sql`create table if not exists drizzle.__drizzle_migrations (id serial primary key, hash text not null, created_at bigint)`;
+    }
+    for (const migration of migrations) {
+      if (applied.has(migration.folderMillis)) continue;
+      await sql.begin(async (tx) => {
+        for (const statement of migration.sql) {
+          if (statement.trim()) await tx.unsafe(statement);
+        }
+        await tx`insert into drizzle.__drizzle_migrations (hash, created_at) values (${migration.hash}, ${migration.folderMillis})`;
+      });
+    }
+    return plan;
+  } finally {
+    await sql.end({ timeout: 2 });
+  }
+}

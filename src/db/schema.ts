@@ -1,0 +1,236 @@
+/**
+ * The stockctl schema. The CHECK constraints are the last line of defence: even a
+ * buggy or hand-written UPDATE cannot oversell, because PostgreSQL refuses the row.
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigserial,
+  boolean,
+  check,
+  index,
+  integer,
+  pgTable,
+  pgView,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+const timestamps = {
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+};
+
+/** Stock columns shared by products and variants; `in_stock` is derived by the database. */
+const stockColumns = {
+  stockQuantity: integer('stock_quantity').notNull().default(0),
+  reservedStock: integer('reserved_stock').notNull().default(0),
+  version: integer('version').notNull().default(0),
+  inStock: boolean('in_stock')
+    .notNull()
+    .generatedAlwaysAs(sql`stock_quantity - reserved_stock > 0`),
+};
+
+export const products = pgTable(
+  'products',
+  {
+    productId: uuid('product_id').primaryKey().defaultRandom(),
+    sku: text('sku').notNull(),
+    name: text('name').notNull(),
+    price: integer('price').notNull().default(0),
+    ...stockColumns,
+    ...timestamps,
+  },
+  (t) => [
+    uniqueIndex('products_sku_key').on(t.sku),
+    check('products_stock_nonnegative', sql`${t.stockQuantity} >= 0`),
+    check('products_reserved_nonnegative', sql`${t.reservedStock} >= 0`),
+    check('products_reserved_within_stock', sql`${t.reservedStock} <= ${t.stockQuantity}`),
+    check('products_price_nonnegative', sql`${t.price} >= 0`),
+  ],
+);
+
+export const productVariants = pgTable(
+  'product_variants',
+  {
+    variantId: uuid('variant_id').primaryKey().defaultRandom(),
+    productId: uuid('product_id')
+      .notNull()
+      .references(() => products.productId),
+    sku: text('sku').notNull(),
+    name: text('name').notNull(),
+    price: integer('price').notNull().default(0),
+    ...stockColumns,
+    ...timestamps,
+  },
+  (t) => [
+    uniqueIndex('product_variants_sku_key').on(t.sku),
+    index('product_variants_product_idx').on(t.productId),
+    check('product_variants_stock_nonnegative', sql`${t.stockQuantity} >= 0`),
+    check('product_variants_reserved_nonnegative', sql`${t.reservedStock} >= 0`),
+    check('product_variants_reserved_within_stock', sql`${t.reservedStock} <= ${t.stockQuantity}`),
+    check('product_variants_price_nonnegative', sql`${t.price} >= 0`),
+  ],
+);
+
+export const ORDER_STATUSES = ['pending', 'paid', 'cancelled', 'fulfilled', 'shipped', 'delivered'] as const;
+export const PAYMENT_STATUSES = ['awaiting', 'paid', 'expired', 'void', 'refunded'] as const;
+export const RESERVATION_STATUSES = ['active', 'converted', 'expired', 'cancelled'] as const;
+
+export const orders = pgTable(
+  'orders',
+  {
+    orderId: uuid('order_id').primaryKey().defaultRandom(),
+    ref: text('ref'),
+    customerId: text('customer_id'),
+    status: text('status', { enum: ORDER_STATUSES }).notNull().default('pending'),
+    paymentStatus: text('payment_status', { enum: PAYMENT_STATUSES }).notNull().default('awaiting'),
+    paymentRef: text('payment_ref'),
+    paymentExpiresAt: timestamp('payment_expires_at', { withTimezone: true }),
+    paidAt: timestamp('paid_at', { withTimezone: true }),
+    cancelledAt: timestamp('cancelled_at', { withTimezone: true }),
+    cancelReason: text('cancel_reason'),
+    cancelledBy: text('cancelled_by'),
+    adminNotes: text('admin_notes'),
+    subtotal: integer('subtotal').notNull().default(0),
+    total: integer('total').notNull().default(0),
+    itemCount: integer('item_count').notNull().default(0),
+    reserveAttempts: integer('reserve_attempts').notNull().default(1),
+    strategy: text('strategy'),
+    createdBy: text('created_by'),
+    ...timestamps,
+  },
+  (t) => [
+    uniqueIndex('orders_ref_key').on(t.ref),
+    index('orders_pending_expiry_idx').on(t.paymentExpiresAt).where(sql`status = 'pending'`),
+    index('orders_status_created_idx').on(t.status, t.createdAt),
+    check('orders_status_valid', sql`${t.status} IN ('pending','paid','cancelled','fulfilled','shipped','delivered')`),
+    check('orders_payment_status_valid', sql`${t.paymentStatus} IN ('awaiting','paid','expired','void','refunded')`),
+    check('orders_pending_has_window', sql`${t.status} <> 'pending' OR ${t.paymentExpiresAt} IS NOT NULL`),
+    check('orders_paid_has_time', sql`${t.status} <> 'paid' OR ${t.paidAt} IS NOT NULL`),
+    check('orders_cancelled_has_time', sql`${t.status} <> 'cancelled' OR ${t.cancelledAt} IS NOT NULL`),
+  ],
+);
+
+export const orderItems = pgTable(
+  'order_items',
+  {
+    orderItemId: uuid('order_item_id').primaryKey().defaultRandom(),
+    orderId: uuid('order_id')
+      .notNull()
+      .references(() => orders.orderId),
+    productId: uuid('product_id')
+      .notNull()
+      .references(() => products.productId),
+    variantId: uuid('variant_id').references(() => productVariants.variantId),
+    sku: text('sku').notNull(),
+    name: text('name').notNull(),
+    unitPrice: integer('unit_price').notNull(),
+    quantity: integer('quantity').notNull(),
+    lineTotal: integer('line_total').notNull(),
+    createdAt: timestamps.createdAt,
+  },
+  (t) => [
+    index('order_items_order_idx').on(t.orderId),
+    check('order_items_quantity_positive', sql`${t.quantity} > 0`),
+  ],
+);
+
+export const stockReservations = pgTable(
+  'stock_reservations',
+  {
+    reservationId: uuid('reservation_id').primaryKey().defaultRandom(),
+    orderId: uuid('order_id')
+      .notNull()
+      .references(() => orders.orderId),
+    orderItemId: uuid('order_item_id')
+      .notNull()
+      .references(() => orderItems.orderItemId),
+    productId: uuid('product_id')
+      .notNull()
+      .references(() => products.productId),
+    variantId: uuid('variant_id').references(() => productVariants.variantId),
+    sku: text('sku').notNull(),
+    quantity: integer('quantity').notNull(),
+    status: text('status', { enum: RESERVATION_STATUSES }).notNull().default('active'),
+    reservedAt: timestamp('reserved_at', { withTimezone: true }).notNull().defaultNow(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    releasedAt: timestamp('released_at', { withTimezone: true }),
+    updatedAt: timestamps.updatedAt,
+  },
+  (t) => [
+    index('stock_reservations_order_idx').on(t.orderId),
+    index('stock_reservations_active_expiry_idx').on(t.expiresAt).where(sql`status = 'active'`),
+    index('stock_reservations_active_sku_idx').on(t.sku).where(sql`status = 'active'`),
+    check('stock_reservations_quantity_positive', sql`${t.quantity} > 0`),
+    check('stock_reservations_status_valid', sql`${t.status} IN ('active','converted','expired','cancelled')`),
+  ],
+);
+
+/** The ledger: one row per change of stock_quantity or reserved_stock on one stock row. */
+export const stockMovements = pgTable(
+  'stock_movements',
+  {
+    movementId: bigserial('movement_id', { mode: 'number' }).primaryKey(),
+    productId: uuid('product_id')
+      .notNull()
+      .references(() => products.productId),
+    variantId: uuid('variant_id').references(() => productVariants.variantId),
+    sku: text('sku').notNull(),
+    kind: text('kind').notNull(),
+    stockDelta: integer('stock_delta').notNull().default(0),
+    reservedDelta: integer('reserved_delta').notNull().default(0),
+    orderId: uuid('order_id').references(() => orders.orderId),
+    reservationId: uuid('reservation_id').references(() => stockReservations.reservationId),
+    actor: text('actor').notNull(),
+    reason: text('reason'),
+    createdAt: timestamps.createdAt,
+  },
+  (t) => [
+    index('stock_movements_sku_idx').on(t.sku),
+    index('stock_movements_order_idx').on(t.orderId),
+    index('stock_movements_created_idx').on(t.createdAt),
+  ],
+);
+
+export const sweepRuns = pgTable(
+  'sweep_runs',
+  {
+    runId: bigserial('run_id', { mode: 'number' }).primaryKey(),
+    startedAt: timestamp('started_at', { withTimezone: true }).notNull().defaultNow(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+    ordersExpired: integer('orders_expired').notNull().default(0),
+    unitsReleased: integer('units_released').notNull().default(0),
+    batches: integer('batches').notNull().default(0),
+    dryRun: boolean('dry_run').notNull().default(false),
+    actor: text('actor'),
+    error: text('error'),
+  },
+  (t) => [index('sweep_runs_started_idx').on(t.startedAt)],
+);
+
+/**
+ * Every sellable stock row, addressed by SKU: products without variants, and variants.
+ * Reads go through this view; writes go to the underlying table (see engine/stock.ts).
+ */
+export const stockItems = pgView('stock_items', {
+  productId: uuid('product_id').notNull(),
+  variantId: uuid('variant_id'),
+  sku: text('sku').notNull(),
+  name: text('name').notNull(),
+  price: integer('price').notNull(),
+  stockQuantity: integer('stock_quantity').notNull(),
+  reservedStock: integer('reserved_stock').notNull(),
+  version: integer('version').notNull(),
+  inStock: boolean('in_stock').notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+}).as(sql`
+  SELECT p.product_id, NULL::uuid AS variant_id, p.sku, p.name, p.price, p.stock_quantity,
+         p.reserved_stock, p.version, p.in_stock, p.updated_at
+    FROM products p
+   WHERE NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
+  UNION ALL
+  SELECT v.product_id, v.variant_id, v.sku, v.name, v.price, v.stock_quantity,
+         v.reserved_stock, v.version, v.in_stock, v.updated_at
+    FROM product_variants v`);
