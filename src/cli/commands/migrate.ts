@@ -1,0 +1,24 @@
+import type { CommandContext } from '../run.js';
+
+export default async function migrate(ctx: CommandContext, flags: { dryRun?: boolean }) {
+  const { runMigrations } = await import('../../db/migrate.js');
+  let url = ctx.databaseUrl;
+  if (!url) {
+    const { ensureEmbedded } = await import('../../db/embedded.js');
+    url = (await ensureEmbedded()).url;
+  }
+  const spinner = ctx.out.spinner(flags.dryRun ? 'Checking migrations' : 'Applying migrations');
+  try {
+    const plan = await runMigrations(url, { dryRun: flags.dryRun });
+    spinner.stop();
+    ctx.out.result({ dry_run: Boolean(flags.dryRun), applied: flags.dryRun ? [] : plan.pending, pending: flags.dryRun ? plan.pending : [], already_applied: plan.applied }, () => {
+      if (plan.pending.length === 0) ctx.out.line(`Schema is up to date (${plan.applied.length} migrations applied).`);
+      else if (flags.dryRun) ctx.out.line(`Would apply ${plan.pending.length} migration(s):\n${plan.pending.map((t) => `  ${t}`).join('\n')}`);
+      else ctx.out.line(`Applied ${plan.pending.length} migration(s):\n${plan.pending.map((t) => `  ${t}`).join('\n')}`);
+    });
+  } catch (err) {
+    spinner.stop();
+    const { toDomainError } = await import('../../db/errors.js');
+    throw toDomainError(err);
+  }
+}

@@ -1,0 +1,192 @@
+/** The catalogue: adding products and variants, and setting or adjusting their stock. */
+import { sql } from 'drizzle-orm';
+import type { Db } from '../db/client.js';
+import { RefusedError, NotFoundError } from '../errors.js';
+import {
+  applyStockChanges,
+  availableUnits,
+  lockStockRow,
+  readStockRows,
+  rows,
+  unknownSku,
+  type StockRow,
+} from './stock.js';
+
+export interface StockItem {
+  sku: string;
+  name: string;
+  stock_quantity: number;
+  reserved_stock: number;
+  available: number;
+  version: number;
+  in_stock: boolean;
+}
+
+export function toStockItem(row: StockRow): StockItem {
+  return {
+    sku: row.sku,
+    name: row.name,
+    stock_quantity: row.stockQuantity,
+    reserved_stock: row.reservedStock,
+    available: availableUnits(row),
+    version: row.version,
+    in_stock: row.inStock,
+  };
+}
+
+export interface AddProductInput {
+  sku: string;
+  name: string;
+  price: number;
+  stock: number;
+  parentSku?: string;
+  actor: string;
+}
+
+export interface AddedProduct extends StockItem {
+  kind: 'product' | 'variant';
+  product_id: string;
+  variant_id: string | null;
+  parent_sku: string | null;
+  price: number;
+}
+
+/** Add a product, or with `parentSku` a variant of one; initial stock goes through the ledger. */
+export async function addProduct(db: Db, input: AddProductInput): Promise<AddedProduct> {
+  return db.transaction(async (tx) => {
+    // SKUs are unique across products and variants; serialise adds of the same SKU.
+    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext(${`stockctl:sku:${input.sku}`}))`);
+    const [clash] = await rows<{ sku: string }>(
+      tx,
+      sql`SELECT sku FROM products WHERE sku = ${input.sku} UNION ALL SELECT sku FROM product_variants WHERE sku = ${input.sku}`,
+    );
+    if (clash) throw new RefusedError(`SKU "${input.sku}" already exists.`, 'sku_exists', { sku: input.sku });
+
+    let productId: string;
+    let variantId: string | null = null;
+    if (input.parentSku) {
+      const [parent] = await rows<{ productId: string; stock: number; reserved: number; variants: number }>(
+        tx,
+        sql`SELECT product_id AS "productId", stock_quantity AS stock, reserved_stock AS reserved,
+                   (SELECT count(*)::int FROM product_variants v WHERE v.product_id = p.product_id) AS variants
+              FROM products p WHERE sku = ${input.parentSku} FOR UPDATE`,
+      );
+      if (!parent) {
+        throw new NotFoundError(`No product has SKU "${input.parentSku}" to be the parent.`, 'sku_not_found', {
+          sku: input.parentSku,
+        });
+      }
+      if (parent.variants === 0 && (parent.stock > 0 || parent.reserved > 0)) {
+        // Once it has variants, a product's own stock is no longer sellable: it must be empty.
+        throw new RefusedError(
+          `Product "${input.parentSku}" holds ${parent.stock} units of its own; set its stock to 0 before adding variants.`,
+          'parent_has_stock',
+        );
+      }
+      productId = parent.productId;
+      const [variant] = await rows<{ variantId: string }>(
+        tx,
+        sql`INSERT INTO product_variants (product_id, sku, name, price)
+            VALUES (${productId}, ${input.sku}, ${input.name}, ${input.price}) RETURNING variant_id AS "variantId"`,
+      );
+      variantId = variant.variantId;
+    } else {
+      const [product] = await rows<{ productId: string }>(
+        tx,
+        sql`INSERT INTO products (sku, name, price) VALUES (${input.sku}, ${input.name}, ${input.price})
+            RETURNING product_id AS "productId"`,
+      );
+      productId = product.productId;
+    }
+    if (input.stock > 0) {
+      await applyStockChanges(
+        tx,
+        [{ sku: input.sku, stockDelta: input.stock, reservedDelta: 0, kind: 'initial', reason: 'initial stock' }],
+        input.actor,
+      );
+    }
+    const [row] = await readStockRows(tx, [input.sku]);
+    return {
+      kind: variantId ? 'variant' : 'product',
+      product_id: productId,
+      variant_id: variantId,
+      parent_sku: input.parentSku ?? null,
+      price: input.price,
+      ...toStockItem(row),
+    };
+  });
+}
+
+export interface ListStockInput {
+  skus?: string[];
+  /** Only rows whose available units are at or below this. */
+  low?: number;
+}
+
+export async function listStock(db: Db, input: ListStockInput = {}): Promise<StockItem[]> {
+  const found = await readStockRows(db, input.skus?.length ? input.skus : undefined);
+  if (input.skus?.length) {
+    const known = new Set(found.map((r) => r.sku));
+    const missing = input.skus.filter((s) => !known.has(s));
+    if (missing.length === 1) throw unknownSku(missing[0]);
+    if (missing.length > 1) {
+      throw new NotFoundError(`No stock rows have SKUs ${missing.map((s) => `"${s}"`).join(', ')}.`, 'sku_not_found', {
+        skus: missing,
+      });
+    }
+  }
+  const low = input.low;
+  return found.filter((r) => low === undefined || availableUnits(r) <= low).map(toStockItem);
+}
+
+export interface StockChangeResult extends StockItem {
+  previous_stock_quantity: number;
+  changed: boolean;
+}
+
+export interface SetStockInput {
+  sku: string;
+  /** Absolute level (`stock set`) or a signed delta (`stock adjust`). */
+  quantity?: number;
+  delta?: number;
+  reason?: string;
+  actor: string;
+}
+
+/** `stock set` and `stock adjust`: never below what pending orders hold (exit 5). */
+export async function changeStock(db: Db, input: SetStockInput): Promise<StockChangeResult> {
+  return db.transaction(async (tx) => {
+    const row = await lockStockRow(tx, input.sku);
+    const target = input.quantity ?? row.stockQuantity + (input.delta ?? 0);
+    if (target < 0) {
+      throw new RefusedError(
+        `Cannot adjust ${input.sku} by ${input.delta}: only ${row.stockQuantity} on hand.`,
+        'stock_below_zero',
+      );
+    }
+    if (target < row.reservedStock) {
+      throw new RefusedError(
+        `Cannot set ${input.sku} to ${target}: ${row.reservedStock} units are reserved by pending orders (cancel them or let them expire first).`,
+        'stock_below_reserved',
+        { sku: input.sku, requested: target, reserved: row.reservedStock },
+      );
+    }
+    const delta = target - row.stockQuantity;
+    if (delta === 0) return { ...toStockItem(row), previous_stock_quantity: row.stockQuantity, changed: false };
+    await applyStockChanges(
+      tx,
+      [
+        {
+          sku: input.sku,
+          stockDelta: delta,
+          reservedDelta: 0,
+          kind: input.quantity !== undefined ? 'set' : 'adjust',
+          reason: input.reason ?? null,
+        },
+      ],
+      input.actor,
+    );
+    const [after] = await readStockRows(tx, [input.sku]);
+    return { ...toStockItem(after), previous_stock_quantity: row.stockQuantity, changed: true };
+  });
+}
