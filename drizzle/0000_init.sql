@@ -7,7 +7,7 @@ CREATE TABLE "order_items" (
 	"name" text NOT NULL,
 	"unit_price" integer NOT NULL,
 	"quantity" integer NOT NULL,
-	"line_total" integer NOT NULL,
+	"line_total" bigint NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "order_items_quantity_positive" CHECK ("order_items"."quantity" > 0)
 );
@@ -25,8 +25,8 @@ CREATE TABLE "orders" (
 	"cancel_reason" text,
 	"cancelled_by" text,
 	"admin_notes" text,
-	"subtotal" integer DEFAULT 0 NOT NULL,
-	"total" integer DEFAULT 0 NOT NULL,
+	"subtotal" bigint DEFAULT 0 NOT NULL,
+	"total" bigint DEFAULT 0 NOT NULL,
 	"item_count" integer DEFAULT 0 NOT NULL,
 	"reserve_attempts" integer DEFAULT 1 NOT NULL,
 	"strategy" text,

@@ -60,7 +60,7 @@ export async function createOutput(flags: { json?: boolean; verbose?: boolean; q
     table(head, rows, opts = {}) {
       const table = new Table({
         head: head.map((h) => chalk.bold(h)),
-        colAligns: opts.align,
+        ...(opts.align ? { colAligns: opts.align } : {}),
         style: { head: [], border: color ? ['grey'] : [] },
       });
       for (const row of rows) table.push(row.map(String));

@@ -15,14 +15,14 @@
  * the cluster lives in /var/lib/stockctl/<sha256(home)[0..12]>/{pgdata,postgres.log}.
  */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DatabaseUnavailableError, InvalidInputError } from '../errors.js';
+import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
 
 export interface EmbeddedInfo {
   url: string;
@@ -53,7 +53,9 @@ const LOCK_STALE_MS = 60_000;
 const LOCK_HEARTBEAT_MS = 10_000;
 const LOCK_WAIT_MS = 120_000;
 const START_TIMEOUT_S = 30;
-const TRANSIENT_START_FAILURE = /could not bind|could not create any TCP\/IP sockets|shared memory block is still in use/i;
+const MAX_START_ATTEMPTS = 8;
+const PORT_TAKEN = /could not bind|could not create any TCP\/IP sockets/i;
+const SHARED_MEMORY_BUSY = /shared memory block is still in use/i;
 
 interface Config {
   version: 1;
@@ -85,13 +87,15 @@ export async function ensureEmbedded(): Promise<EmbeddedInfo> {
   const known = await readConfig(home);
   if (known && (await probe(known.port)) === 'ready') return info(home, known, false);
 
-  await fs.mkdir(home, { recursive: true });
-  const lock = await acquireLock(home);
-  try {
-    return await startLocked(home);
-  } finally {
-    await lock.release();
-  }
+  return withFsErrors(home, async () => {
+    await fs.mkdir(home, { recursive: true });
+    const lock = await acquireLock(home);
+    try {
+      return await startLocked(home);
+    } finally {
+      await lock.release();
+    }
+  });
 }
 
 export async function embeddedStatus(): Promise<EmbeddedStatus> {
@@ -117,22 +121,37 @@ export async function stopEmbedded(): Promise<boolean> {
   const known = await readConfig(home);
   if (!known || !(await exists(path.join(known.dataDir, 'PG_VERSION')))) return false;
 
-  const lock = await acquireLock(home);
-  try {
-    const cfg = (await readConfig(home)) ?? known;
-    const pm = await readPostmasterPid(cfg.dataDir);
-    if (!pm || !(await isPostmaster(pm.pid))) return false;
-    const runAs = await runAsFor(cfg.dataDir);
-    const bins = await usableBinaries(runAs);
-    const res = await run(bins.pg_ctl, ['stop', '-D', cfg.dataDir, '-m', 'fast', '-w', '-t', '60', '-s'], runAs, 90_000);
-    if (res.code !== 0) {
-      throw new DatabaseUnavailableError(
-        `Could not stop the embedded PostgreSQL server (${lastLine(res.output)}); see ${cfg.logFile}.`,
-      );
+  return withFsErrors(home, async () => {
+    const lock = await acquireLock(home);
+    try {
+      const cfg = (await readConfig(home)) ?? known;
+      const pm = await readPostmasterPid(cfg.dataDir);
+      if (!pm || !(await isPostmaster(pm.pid))) return false;
+      const runAs = await runAsFor(cfg.dataDir);
+      const bins = await usableBinaries(runAs);
+      const args = ['stop', '-D', cfg.dataDir, '-m', 'fast', '-w', '-t', '60', '-s'];
+      const res = await run(bins.pg_ctl, args, runAs, 90_000);
+      if (res.code !== 0) {
+        throw new DatabaseUnavailableError(
+          `Could not stop the embedded PostgreSQL server (${summary(res.output)}); see ${cfg.logFile}.`,
+        );
+      }
+      return true;
+    } finally {
+      await lock.release();
     }
-    return true;
-  } finally {
-    await lock.release();
+  });
+}
+
+/** Filesystem surprises (permissions, full disk) become one clear sentence too. */
+async function withFsErrors<T>(home: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof StockctlError) throw err;
+    throw new DatabaseUnavailableError(
+      `Cannot manage the embedded PostgreSQL server under ${home} (${(err as Error).message}).`,
+    );
   }
 }
 
@@ -178,7 +197,8 @@ async function startLocked(home: string): Promise<EmbeddedInfo> {
           `Port ${cfg.port} (STOCKCTL_EMBEDDED_PORT) is already in use; choose another port for the embedded PostgreSQL server.`,
         );
       }
-      await writeConfig(home, (cfg = { ...cfg, port: await choosePort(cfg.port + 1) }));
+      // Jitter, so that homes racing for the same port do not all move to the next one.
+      await writeConfig(home, (cfg = { ...cfg, port: await choosePort(cfg.port + 1 + randomInt(8)) }));
     }
     const logOffset = await fileSize(cfg.logFile);
     const res = await run(
@@ -189,14 +209,16 @@ async function startLocked(home: string): Promise<EmbeddedInfo> {
     );
     if (res.code === 0) break;
     const log = await readFrom(cfg.logFile, logOffset);
-    // Another home's server took the port between our probe and the bind, or the
-    // children of a kill -9'd postmaster still hold its shared memory: both pass.
-    if (attempt < 4 && TRANSIENT_START_FAILURE.test(log)) {
-      await sleep(300 * attempt);
+    // Another home's server took the port between our probe and the bind (the next
+    // round picks a new one), or the children of a kill -9'd postmaster still hold
+    // its shared memory (they exit within moments): both pass.
+    if (attempt < MAX_START_ATTEMPTS && PORT_TAKEN.test(log) && forced === undefined) continue;
+    if (attempt < MAX_START_ATTEMPTS && SHARED_MEMORY_BUSY.test(log)) {
+      await sleep(200 * attempt);
       continue;
     }
     const reason = /(?:FATAL|PANIC):\s+(.*)/g;
-    const fatal = [...log.matchAll(reason)].at(-1)?.[1] ?? lastLine(res.output);
+    const fatal = [...log.matchAll(reason)].at(-1)?.[1] ?? summary(res.output);
     throw new DatabaseUnavailableError(
       `The embedded PostgreSQL server failed to start (${fatal.replace(/\.$/, '')}); see ${cfg.logFile}.`,
     );
@@ -210,7 +232,8 @@ async function startLocked(home: string): Promise<EmbeddedInfo> {
 async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: RunAs | undefined): Promise<void> {
   const base = path.dirname(cfg.dataDir);
   if (runAs) {
-    await fs.mkdir(path.dirname(base), { recursive: true, mode: 0o755 });
+    // Only our own /var/lib/stockctl is opened up; a recorded path elsewhere is left alone.
+    if (path.dirname(base) === ROOT_DATA_BASE) await ensureSharedDir(ROOT_DATA_BASE);
     await fs.mkdir(base, { recursive: true, mode: 0o700 });
     await fs.chown(base, runAs.uid, runAs.gid);
     await fs.chmod(base, 0o700);
@@ -238,7 +261,7 @@ async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: Run
     await fs.rm(scratch, { recursive: true, force: true });
     const who = runAs ? ` as uid ${runAs.uid}` : '';
     throw new DatabaseUnavailableError(
-      `Could not initialise the embedded PostgreSQL data directory ${cfg.dataDir}${who} (${lastLine(res.output)}).`,
+      `Could not initialise the embedded PostgreSQL data directory ${cfg.dataDir}${who} (${summary(res.output)}).`,
     );
   }
   // Loopback TCP only; no unix socket, so nothing depends on /var/run/postgresql.
@@ -395,10 +418,10 @@ function usableBinaries(runAs: RunAs | undefined): Promise<Binaries> {
     const tag = createHash('sha256').update(`${nativeDir}:${st.size}:${st.mtimeMs}`).digest('hex').slice(0, 12);
     const copy = path.join(ROOT_DATA_BASE, `pgbin-${tag}`);
     if (!(await exists(copy))) {
-      await fs.mkdir(ROOT_DATA_BASE, { recursive: true, mode: 0o755 });
+      await ensureSharedDir(ROOT_DATA_BASE);
       const tmp = `${copy}.${process.pid}.${randomBytes(3).toString('hex')}`;
       await fs.cp(nativeDir, tmp, { recursive: true, verbatimSymlinks: true });
-      await fs.chmod(tmp, 0o755);
+      await makeWorldReadable(tmp);
       await fs.rename(tmp, copy).catch(async (err) => {
         await fs.rm(tmp, { recursive: true, force: true });
         if (!(await exists(copy))) throw err;
@@ -409,6 +432,21 @@ function usableBinaries(runAs: RunAs | undefined): Promise<Binaries> {
   })();
   binariesPromise.catch(() => (binariesPromise = undefined));
   return binariesPromise;
+}
+
+/** mkdir -p plus an explicit chmod, so a restrictive root umask cannot lock the run user out. */
+async function ensureSharedDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  await fs.chmod(dir, 0o755);
+}
+
+async function makeWorldReadable(dir: string): Promise<void> {
+  await fs.chmod(dir, 0o755);
+  for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) await makeWorldReadable(p);
+    else if (entry.isFile()) await fs.chmod(p, (await fs.stat(p)).mode & 0o100 ? 0o755 : 0o644);
+  }
 }
 
 async function loadBinaries(): Promise<Binaries> {
@@ -476,12 +514,14 @@ function run(cmd: string, args: string[], runAs: RunAs | undefined, timeoutMs: n
   });
 }
 
-function lastLine(output: string): string {
+/** The line of a tool's output that says what went wrong. */
+function summary(output: string): string {
   const lines = output
     .split('\n')
     .map((l) => l.trim())
     .filter(Boolean);
-  return lines.at(-1)?.replace(/\.$/, '') ?? 'no output';
+  const line = lines.find((l) => /error|fatal|could not|cannot|timed out/i.test(l)) ?? lines[0] ?? 'no output';
+  return line.replace(/\.$/, '');
 }
 
 // ---------------------------------------------------------------------------

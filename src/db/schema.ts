@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   bigserial,
   boolean,
   check,
@@ -93,8 +94,8 @@ export const orders = pgTable(
     cancelReason: text('cancel_reason'),
     cancelledBy: text('cancelled_by'),
     adminNotes: text('admin_notes'),
-    subtotal: integer('subtotal').notNull().default(0),
-    total: integer('total').notNull().default(0),
+    subtotal: bigint('subtotal', { mode: 'number' }).notNull().default(0),
+    total: bigint('total', { mode: 'number' }).notNull().default(0),
     itemCount: integer('item_count').notNull().default(0),
     reserveAttempts: integer('reserve_attempts').notNull().default(1),
     strategy: text('strategy'),
@@ -128,7 +129,7 @@ export const orderItems = pgTable(
     name: text('name').notNull(),
     unitPrice: integer('unit_price').notNull(),
     quantity: integer('quantity').notNull(),
-    lineTotal: integer('line_total').notNull(),
+    lineTotal: bigint('line_total', { mode: 'number' }).notNull(),
     createdAt: timestamps.createdAt,
   },
   (t) => [

@@ -7,7 +7,8 @@ import { InvalidInputError } from '../errors.js';
 export const SKU_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** No single line or stock level beyond this: a typo guard, and far inside int4. */
 export const MAX_QUANTITY = 1_000_000;
-const MAX_PRICE_MINOR = 100_000_000_00;
+/** 1,000,000.00: prices are int4 minor units. */
+const MAX_PRICE_MINOR = 100_000_000;
 
 export function parseSku(raw: string): string {
   if (!SKU_PATTERN.test(raw)) {

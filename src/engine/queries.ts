@@ -1,0 +1,82 @@
+/** Read-only views of orders for support staff: lists and the full story of one order. */
+import { sql } from 'drizzle-orm';
+import type { Db } from '../db/client.js';
+import { ORDER_STATUSES } from '../db/schema.js';
+import { InvalidInputError } from '../errors.js';
+import { findOrder } from './orders.js';
+import { rows } from './stock.js';
+
+export interface OrderSummary {
+  order_id: string;
+  ref: string | null;
+  customer_id: string | null;
+  status: string;
+  payment_status: string;
+  total: number;
+  item_count: number;
+  created_at: string;
+  payment_expires_at: string | null;
+  seconds_left: number | null;
+}
+
+const iso = (column: string) => sql.raw(`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
+
+export async function listOrders(db: Db, input: { status?: string; limit?: number }): Promise<OrderSummary[]> {
+  if (input.status && !(ORDER_STATUSES as readonly string[]).includes(input.status)) {
+    throw new InvalidInputError(`Invalid status "${input.status}": use one of ${ORDER_STATUSES.join(', ')}.`);
+  }
+  return rows<OrderSummary>(
+    db,
+    sql`SELECT order_id, ref, customer_id, status, payment_status, total::float8 AS total, item_count,
+               ${iso('created_at')} AS created_at, ${iso('payment_expires_at')} AS payment_expires_at,
+               CASE WHEN status = 'pending' THEN floor(extract(epoch FROM payment_expires_at - now()))::int END AS seconds_left
+          FROM orders
+         ${input.status ? sql`WHERE status = ${input.status}` : sql``}
+         ORDER BY created_at DESC, order_id
+         LIMIT ${input.limit ?? 20}`,
+  );
+}
+
+export interface OrderDetail extends OrderSummary {
+  paid_at: string | null;
+  payment_ref: string | null;
+  cancelled_at: string | null;
+  cancel_reason: string | null;
+  cancelled_by: string | null;
+  admin_notes: string | null;
+  reserve_attempts: number;
+  strategy: string | null;
+  created_by: string | null;
+  items: { sku: string; name: string; unit_price: number; quantity: number; line_total: number }[];
+  reservations: { reservation_id: string; sku: string; quantity: number; status: string; reserved_at: string; expires_at: string; released_at: string | null }[];
+  movements: { movement_id: number; sku: string; kind: string; stock_delta: number; reserved_delta: number; actor: string; reason: string | null; created_at: string }[];
+}
+
+export async function showOrder(db: Db, key: string): Promise<OrderDetail> {
+  const { orderId } = await findOrder(db, key);
+  const [order] = await rows<OrderDetail>(
+    db,
+    sql`SELECT order_id, ref, customer_id, status, payment_status, total::float8 AS total, item_count,
+               ${iso('created_at')} AS created_at, ${iso('payment_expires_at')} AS payment_expires_at,
+               CASE WHEN status = 'pending' THEN floor(extract(epoch FROM payment_expires_at - now()))::int END AS seconds_left,
+               ${iso('paid_at')} AS paid_at, payment_ref, ${iso('cancelled_at')} AS cancelled_at, cancel_reason,
+               cancelled_by, admin_notes, reserve_attempts, strategy, created_by
+          FROM orders WHERE order_id = ${orderId}`,
+  );
+  order.items = await rows(
+    db,
+    sql`SELECT sku, name, unit_price, quantity, line_total::float8 AS line_total FROM order_items WHERE order_id = ${orderId} ORDER BY sku`,
+  );
+  order.reservations = await rows(
+    db,
+    sql`SELECT reservation_id, sku, quantity, status, ${iso('reserved_at')} AS reserved_at, ${iso('expires_at')} AS expires_at,
+               ${iso('released_at')} AS released_at
+          FROM stock_reservations WHERE order_id = ${orderId} ORDER BY reserved_at, sku`,
+  );
+  order.movements = await rows(
+    db,
+    sql`SELECT movement_id::float8 AS movement_id, sku, kind, stock_delta, reserved_delta, actor, reason, ${iso('created_at')} AS created_at
+          FROM stock_movements WHERE order_id = ${orderId} ORDER BY movement_id`,
+  );
+  return order;
+}

@@ -1,0 +1,124 @@
+/**
+ * Releasing and converting reservations, and expiring orders. Cancel, sweep, a late
+ * pay and reserve's expire-first all release stock through these functions, so a unit
+ * is handed back in exactly one way.
+ */
+import { sql } from 'drizzle-orm';
+import { applyStockChanges, lockStockRows, rows, toTextArray, type MovementKind, type Tx } from './stock.js';
+
+export interface ReservationRow {
+  reservationId: string;
+  orderId: string;
+  sku: string;
+  quantity: number;
+}
+
+export const TIMEOUT_NOTE = 'Payment timeout';
+
+function uuidArray(ids: string[]) {
+  return sql`${`{${ids.join(',')}}`}::uuid[]`;
+}
+
+/**
+ * Move the active reservations of these orders to `status` and give their units back
+ * (reserved_stock down, one ledger row each). Returns what was released.
+ */
+export async function releaseReservations(
+  tx: Tx,
+  orderIds: string[],
+  to: { status: 'cancelled' | 'expired'; kind: MovementKind; reason: string | null; actor: string },
+): Promise<ReservationRow[]> {
+  if (orderIds.length === 0) return [];
+  const released = await rows<ReservationRow>(
+    tx,
+    sql`UPDATE stock_reservations SET status = ${to.status}, released_at = now(), updated_at = now()
+         WHERE order_id = ANY(${uuidArray(orderIds)}) AND status = 'active'
+     RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, quantity`,
+  );
+  await moveReservedUnits(tx, released, { stockSign: 0, kind: to.kind, reason: to.reason, actor: to.actor });
+  return released;
+}
+
+/** Turn the active reservations of a paid order into sales: on hand and reserved both drop. */
+export async function convertReservations(tx: Tx, orderId: string, actor: string, reason: string | null) {
+  const converted = await rows<ReservationRow>(
+    tx,
+    sql`UPDATE stock_reservations SET status = 'converted', updated_at = now()
+         WHERE order_id = ${orderId} AND status = 'active'
+     RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, quantity`,
+  );
+  await moveReservedUnits(tx, converted, { stockSign: -1, kind: 'sale', reason, actor });
+  return converted;
+}
+
+async function moveReservedUnits(
+  tx: Tx,
+  reservations: ReservationRow[],
+  how: { stockSign: number; kind: MovementKind; reason: string | null; actor: string },
+) {
+  if (reservations.length === 0) return;
+  const skus = [...new Set(reservations.map((r) => r.sku))];
+  if (skus.length > 1) await lockStockRows(tx, skus);
+  await applyStockChanges(
+    tx,
+    reservations.map((r) => ({
+      sku: r.sku,
+      stockDelta: how.stockSign * r.quantity,
+      reservedDelta: -r.quantity,
+      kind: how.kind,
+      orderId: r.orderId,
+      reservationId: r.reservationId,
+      reason: how.reason,
+    })),
+    how.actor,
+  );
+}
+
+export type ExpiryTarget = { orderIds: string[] } | { due: { limit: number; skus?: string[] } };
+
+export interface ExpiredOrders {
+  orderIds: string[];
+  released: ReservationRow[];
+  units: number;
+}
+
+/**
+ * Expire pending orders whose window has passed: order cancelled with "Payment timeout",
+ * reservations expired, units released. Due orders are claimed with SKIP LOCKED so that
+ * several sweeps (and a sweep racing a pay or a cancel) never take the same order; the
+ * status and expiry are re-checked in the UPDATE itself, because a pay may have won the
+ * row between our snapshot and our lock.
+ */
+export async function expireOrders(tx: Tx, target: ExpiryTarget, actor: string): Promise<ExpiredOrders> {
+  const which =
+    'orderIds' in target
+      ? sql`order_id = ANY(${uuidArray(target.orderIds)})`
+      : target.due.skus
+        ? sql`order_id IN (SELECT r.order_id FROM stock_reservations r
+                            WHERE r.status = 'active' AND r.sku = ANY(${toTextArray(target.due.skus)}))`
+        : sql`TRUE`;
+  const limit = 'orderIds' in target ? target.orderIds.length : target.due.limit;
+  if (limit === 0) return { orderIds: [], released: [], units: 0 };
+  const expired = await rows<{ orderId: string }>(
+    tx,
+    sql`UPDATE orders o
+           SET status = 'cancelled', payment_status = 'expired', cancelled_at = now(),
+               cancel_reason = ${TIMEOUT_NOTE}, cancelled_by = ${actor},
+               admin_notes = concat_ws(E'\n', o.admin_notes, ${TIMEOUT_NOTE}::text), updated_at = now()
+          FROM (SELECT order_id FROM orders
+                 WHERE status = 'pending' AND payment_expires_at < now() AND ${which}
+                 ORDER BY payment_expires_at
+                 LIMIT ${limit}
+                 FOR UPDATE SKIP LOCKED) due
+         WHERE o.order_id = due.order_id AND o.status = 'pending' AND o.payment_expires_at < now()
+     RETURNING o.order_id AS "orderId"`,
+  );
+  const orderIds = expired.map((e) => e.orderId);
+  const released = await releaseReservations(tx, orderIds, {
+    status: 'expired',
+    kind: 'expire',
+    reason: TIMEOUT_NOTE,
+    actor,
+  });
+  return { orderIds, released, units: released.reduce((n, r) => n + r.quantity, 0) };
+}
