@@ -73,19 +73,18 @@ export async function runMigrations(url: string, opts: { dryRun?: boolean } = {}
     if (!opts.dryRun) await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
     const applied = await appliedMillis(sql);
     const plan: MigrationPlan = { applied: [], pending: [] };
-    let newestApplied = -1;
-    journal.forEach((entry, i) => {
-      if (applied.has(entry.when)) newestApplied = i;
-    });
-    journal.forEach((entry, i) => {
+    // Anything recorded as applied (even by a newer stockctl) makes every older,
+    // unapplied migration a gap that must not be skipped silently.
+    const newestApplied = Math.max(-1, ...applied);
+    for (const entry of journal) {
       if (applied.has(entry.when)) plan.applied.push(entry.tag);
-      else if (i < newestApplied)
+      else if (entry.when < newestApplied)
         throw new DatabaseUnavailableError(
           `Migration ${entry.tag} was never applied although later ones were; refusing to skip it. Apply it by hand or restore the database.`,
           'migration_skipped',
         );
       else plan.pending.push(entry.tag);
-    });
+    }
     if (opts.dryRun) return plan;
     if (plan.pending.length > 0) {
       await sql`create schema if not exists drizzle`;

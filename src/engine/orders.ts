@@ -235,6 +235,16 @@ async function claimStock(tx: Tx, orderId: string, lines: OrderLine[], strategy:
   }
 }
 
+/** Do unswept, expired orders still hold units of these SKUs? (One cheap indexed read.) */
+async function holdsExpiredReservations(db: Db, skus: string[]): Promise<boolean> {
+  const [row] = await rows<{ held: boolean }>(
+    db,
+    sql`SELECT EXISTS (SELECT 1 FROM stock_reservations
+                        WHERE status = 'active' AND expires_at < now() AND sku = ANY(${toTextArray(skus)})) AS held`,
+  );
+  return row.held;
+}
+
 /**
  * Reserve: one transaction creates the pending order, its lines, one reservation per
  * line and the ledger rows, or nothing at all.
@@ -322,6 +332,7 @@ export async function reserveOrder(db: Db, input: ReserveInput, settings: Settin
         if (!triedExpiring) {
           triedExpiring = true;
           const skus = err.shortages.map((s) => s.sku);
+          if (!(await holdsExpiredReservations(db, skus))) throw new InsufficientStockError(err.shortages);
           const expired = await withConflictRetry(() =>
             db.transaction((tx) => expireOrders(tx, { due: { limit: 1000, skus } }, input.actor)),
           );

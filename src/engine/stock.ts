@@ -65,7 +65,9 @@ export async function readStockRows(tx: Tx, skus?: string[]): Promise<StockRow[]
 
 /**
  * Lock stock rows in the one canonical order (products before variants, each by SKU),
- * so that two transactions touching the same rows queue instead of deadlocking.
+ * so that two transactions touching the same rows queue instead of deadlocking. NO KEY
+ * UPDATE, not UPDATE: an order line's foreign key holds KEY SHARE on its stock row, and
+ * FOR UPDATE would deadlock against other buyers' inserts.
  */
 export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]> {
   const list = toTextArray([...new Set(skus)]);
@@ -76,14 +78,14 @@ export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]>
           FROM products p
          WHERE sku = ANY(${list})
            AND NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
-         ORDER BY sku FOR UPDATE`,
+         ORDER BY sku FOR NO KEY UPDATE`,
   );
   if (products.length === new Set(skus).size) return products;
   const variants = await rows<StockRow>(
     tx,
     sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, name, price,
                stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", version, in_stock AS "inStock"
-          FROM product_variants WHERE sku = ANY(${list}) ORDER BY sku FOR UPDATE`,
+          FROM product_variants WHERE sku = ANY(${list}) ORDER BY sku FOR NO KEY UPDATE`,
   );
   return [...products, ...variants];
 }

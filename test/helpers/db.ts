@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, inject } from 'vitest';
-import { openDatabase, type Db } from '../../src/db/client.js';
+import { openDatabase, type Database, type Db } from '../../src/db/client.js';
 import { runCli, runCliJson, type CliOptions, type CliResult, type CliJsonResult } from './cli.js';
 import { adminClient, backendsOn, createDatabase, databaseUrl, dropDatabase, type Backend } from './pg.js';
 
@@ -40,12 +40,18 @@ export async function createTestDatabase(opts: CreateOptions = {}): Promise<Test
   const name = `stockctl_test_${randomBytes(5).toString('hex')}`;
   const url = databaseUrl(server.adminUrl, name);
   const admin = adminClient(server.adminUrl);
+  let handle: Database;
   try {
     await createDatabase(admin, name, opts.migrated === false ? undefined : server.template);
+    try {
+      handle = await openDatabase({ url, application: 'stockctl-test', requireMigrated: opts.migrated !== false });
+    } catch (err) {
+      await dropDatabase(admin, name, { force: true }).catch(() => {});
+      throw err;
+    }
   } finally {
     await admin.end({ timeout: 5 });
   }
-  const handle = await openDatabase({ url, application: 'stockctl-test', requireMigrated: opts.migrated !== false });
   let dropped = false;
 
   return {

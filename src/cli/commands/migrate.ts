@@ -18,7 +18,7 @@ export default async function migrate(ctx: CommandContext, flags: { dryRun?: boo
     });
   } catch (err) {
     spinner.stop();
-    const { toDomainError } = await import('../../db/errors.js');
-    throw toDomainError(err);
+    const { redactUrl, toDomainError } = await import('../../db/errors.js');
+    throw toDomainError(err, redactUrl(url));
   }
 }

@@ -1,0 +1,98 @@
+/**
+ * A command always ends: an unreachable or silent server fails fast with exit 7 (safe to
+ * retry), and Ctrl-C or SIGTERM close the pool and exit 130 / 143. A cron job that
+ * hangs is the failure these guard against, so the bounds below are generous limits
+ * for hang detection, not performance targets.
+ */
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ANSI_ESCAPE, runCli, runCliJson, startCli } from '../helpers/cli.js';
+import { useTestDatabase } from '../helpers/db.js';
+
+const t = useTestDatabase();
+
+/** stockctl gives up connecting after 5 s; anything near 10 s is a hang. */
+const HANG_LIMIT_MS = 10_000;
+
+describe('a server that refuses connections', () => {
+  const url = 'postgres://postgres:s3cret-pw@127.0.0.1:1/nowhere';
+
+  it('exits 7 quickly, says what to check, and never prints the password', async () => {
+    const res = await runCli(['stock'], { databaseUrl: url });
+    expect(res.code, res.stderr).toBe(7);
+    expect(res.ms).toBeLessThan(HANG_LIMIT_MS);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toMatch(/^error: .*refused the connection.*DATABASE_URL/);
+    expect(res.stderr).not.toContain('s3cret-pw');
+  });
+
+  it('with --json: {"error": {"code": "database_unavailable"}} on stdout', async () => {
+    const res = await runCliJson(['stock', 'set', 'TEE', '1'], { databaseUrl: url });
+    expect(res.code).toBe(7);
+    expect(res.stderr).toBe('');
+    expect(res.json).toEqual({ error: { code: 'database_unavailable', message: expect.any(String) } });
+    expect(res.stdout).not.toContain('s3cret-pw');
+  });
+
+  it('migrate exits 7 too', async () => {
+    const res = await runCli(['migrate'], { databaseUrl: url });
+    expect(res.code, res.stderr).toBe(7);
+    expect(res.ms).toBeLessThan(HANG_LIMIT_MS);
+    expect(res.stderr).not.toContain('s3cret-pw');
+  });
+});
+
+describe('a server that accepts TCP connections and never answers', () => {
+  let server: net.Server;
+  const sockets = new Set<net.Socket>();
+  let url = '';
+
+  beforeAll(async () => {
+    server = net.createServer((socket) => {
+      sockets.add(socket); // accept, read nothing, say nothing
+      socket.on('error', () => {});
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `postgres://postgres@127.0.0.1:${(server.address() as net.AddressInfo).port}/silent`;
+  });
+
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('every command gives up with exit 7 instead of hanging', async () => {
+    const commands = [['stock'], ['stock', '--json'], ['product', 'add', 'TEE', '--name', 'T'], ['migrate']];
+    const results = await Promise.all(commands.map((args) => runCli(args, { databaseUrl: url, timeoutMs: 30_000 })));
+    results.forEach((res, i) => {
+      const what = `stockctl ${commands[i].join(' ')} took ${res.ms} ms\nstdout: ${res.stdout}\nstderr: ${res.stderr}`;
+      expect(res.timedOut, what).toBe(false);
+      expect(res.code, what).toBe(7);
+      expect(res.ms, what).toBeLessThan(HANG_LIMIT_MS);
+    });
+    expect(results[0].stderr).toMatch(/^error: .*did not answer in time/);
+    expect(JSON.parse(results[1].stdout)).toEqual({
+      error: { code: 'database_unavailable', message: expect.stringContaining('did not answer in time') },
+    });
+  });
+});
+
+describe('stock --watch', () => {
+  it.concurrent.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)('stops on %s and exits %i after closing its connections', async (signal, exitCode) => {
+    const watch = startCli(['stock', '--watch'], { databaseUrl: t.url, timeoutMs: 30_000 });
+    await watch.waitForStdout(/Ctrl-C to stop/);
+    watch.child.kill(signal);
+    const res = await watch.result;
+    expect(res.timedOut).toBe(false);
+    expect(res.signal).toBeNull();
+    expect(res.code, res.stderr).toBe(exitCode);
+    expect(res.stderr).toBe('');
+    expect(res.stdout).not.toMatch(ANSI_ESCAPE); // no screen clearing into a pipe
+    // The pool was closed: no session of this process is left on the server
+    // (useTestDatabase's drop fails the file otherwise).
+  });
+});
