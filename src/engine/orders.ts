@@ -22,6 +22,7 @@ import {
   lockStockRows,
   readStockRows,
   rows,
+  stockChangeCtes,
   toTextArray,
   type StockChange,
   type StockRow,
@@ -200,39 +201,73 @@ function shortagesOf(lines: OrderLine[], stock: StockRow[]): Shortage[] {
     .filter((s) => s.available < s.requested);
 }
 
+/** Signals "this attempt changed nothing useful" out of a transaction so that it rolls back. */
+class Incomplete extends Error {}
+
+interface AttemptPlan {
+  orderId: string;
+  lines: OrderLine[];
+  itemIds: string[];
+  reservationIds: string[];
+  ttlSeconds: number;
+  attempt: number;
+  strategy: Strategy;
+  input: ReserveInput;
+}
+
 /**
- * Claim the units for every line, by strategy, inside the order's transaction. Throws
- * Short (rolls back) when any line cannot be had, VersionMoved for an optimistic miss.
+ * The reserve statement: the guarded stock update, its ledger rows, the order, its lines
+ * and one reservation per line, all in one statement. The order rows are inserted only
+ * if every line's update went through, so a single-line order needs no transaction at
+ * all and the hot stock row is locked for the duration of one statement.
  */
-async function claimStock(tx: Tx, orderId: string, lines: OrderLine[], strategy: Strategy, reservationIds: string[], actor: string) {
+async function insertReservedOrder(tx: Tx, plan: AttemptPlan, versions?: Map<string, number>) {
+  const { orderId, lines, input } = plan;
   const changes: StockChange[] = lines.map((l, i) => ({
     sku: l.sku,
     stockDelta: 0,
     reservedDelta: l.quantity,
     kind: 'reserve',
     orderId,
-    reservationId: reservationIds[i],
+    reservationId: plan.reservationIds[i],
+    expectedVersion: versions?.get(l.sku) ?? null,
   }));
-  if (strategy === 'guarded') {
-    // Multi-line orders lock their rows in canonical order first; one row needs no pre-lock.
-    if (lines.length > 1) await lockStockRows(tx, lines.map((l) => l.sku));
-    const applied = await applyStockChanges(tx, changes, actor, { guard: true });
-    if (applied.length < lines.length) throw new Short(shortagesOf(lines, await readStockRows(tx, lines.map((l) => l.sku))));
-    return;
-  }
-  const stock =
-    strategy === 'locking' ? await lockStockRows(tx, lines.map((l) => l.sku)) : await readStockRows(tx, lines.map((l) => l.sku));
-  const shortages = shortagesOf(lines, stock);
-  if (shortages.length > 0) throw new Short(shortages);
-  if (strategy === 'optimistic') {
-    const versions = new Map(stock.map((r) => [r.sku, r.version]));
-    for (const c of changes) c.expectedVersion = versions.get(c.sku);
-  }
-  const applied = await applyStockChanges(tx, changes, actor, { guard: true });
-  if (applied.length < lines.length) {
-    if (strategy === 'optimistic') throw new VersionMoved();
-    throw new Short(shortagesOf(lines, await readStockRows(tx, lines.map((l) => l.sku))));
-  }
+  const payload = JSON.stringify(
+    lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, order_item_id: plan.itemIds[i], reservation_id: plan.reservationIds[i] })),
+  );
+  const [order] = await rows<{ paymentExpiresAt: string; total: number }>(
+    tx,
+    sql`WITH ${stockChangeCtes(changes, input.actor, { guard: true })},
+        li AS (
+          SELECT x.*, d.product_id, d.variant_id, d.name, d.price
+            FROM jsonb_to_recordset(${payload}::jsonb)
+                 AS x(sku text, quantity int, order_item_id uuid, reservation_id uuid)
+            JOIN done d ON d.sku = x.sku
+        ), o AS (
+          INSERT INTO orders (order_id, ref, customer_id, payment_expires_at, subtotal, total,
+                              item_count, reserve_attempts, strategy, created_by)
+          SELECT ${orderId}::uuid, ${input.ref ?? null}, ${input.customerId ?? null},
+                 now() + make_interval(secs => ${plan.ttlSeconds}),
+                 sum(price::bigint * quantity), sum(price::bigint * quantity), sum(quantity),
+                 ${plan.attempt}, ${plan.strategy}, ${input.actor}
+            FROM li HAVING count(*) = ${lines.length}
+          RETURNING order_id, payment_expires_at, total
+        ), i AS (
+          INSERT INTO order_items (order_item_id, order_id, product_id, variant_id, sku, name,
+                                   unit_price, quantity, line_total)
+          SELECT li.order_item_id, o.order_id, li.product_id, li.variant_id, li.sku, li.name,
+                 li.price, li.quantity, li.price::bigint * li.quantity
+            FROM li, o
+        ), r AS (
+          INSERT INTO stock_reservations (reservation_id, order_id, order_item_id, product_id,
+                                          variant_id, sku, quantity, expires_at)
+          SELECT li.reservation_id, o.order_id, li.order_item_id, li.product_id, li.variant_id,
+                 li.sku, li.quantity, o.payment_expires_at
+            FROM li, o
+        )
+        SELECT payment_expires_at AS "paymentExpiresAt", total::float8 AS total FROM o`,
+  );
+  return order;
 }
 
 /** Do unswept, expired orders still hold units of these SKUs? (One cheap indexed read.) */
@@ -245,9 +280,43 @@ async function holdsExpiredReservations(db: Db, skus: string[]): Promise<boolean
   return row.held;
 }
 
+/** Read (or lock) the stock rows first, for the strategies and orders that need it. */
+async function checkStock(tx: Tx, lines: OrderLine[], lock: boolean): Promise<StockRow[]> {
+  const skus = lines.map((l) => l.sku);
+  const stock = lock ? await lockStockRows(tx, skus) : await readStockRows(tx, skus);
+  if (stock.length < lines.length) await explainUnknownSkus(tx, lines);
+  const shortages = shortagesOf(lines, stock);
+  if (shortages.length > 0) throw new Short(shortages);
+  return stock;
+}
+
 /**
- * Reserve: one transaction creates the pending order, its lines, one reservation per
- * line and the ledger rows, or nothing at all.
+ * One reserve attempt. `guarded` single-line: one statement, no transaction. Multi-line
+ * orders and `locking` lock their rows in canonical order first, inside a transaction.
+ * `optimistic` reads versions first and applies only if they did not move.
+ */
+async function attemptReserve(db: Db, plan: AttemptPlan) {
+  const { lines, strategy } = plan;
+  const locked = strategy === 'locking' || (strategy === 'guarded' && lines.length > 1);
+  const run = async (tx: Tx) => {
+    let versions: Map<string, number> | undefined;
+    if (locked) await checkStock(tx, lines, true);
+    else if (strategy === 'optimistic') versions = new Map((await checkStock(tx, lines, false)).map((r) => [r.sku, r.version]));
+    const order = await insertReservedOrder(tx, plan, versions);
+    if (!order && lines.length > 1) throw new Incomplete(); // roll back any line that did apply
+    return order;
+  };
+  try {
+    return lines.length > 1 || locked ? await db.transaction(run) : await run(db);
+  } catch (err) {
+    if (err instanceof Incomplete) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Reserve: the pending order, its lines, one reservation per line and the ledger rows,
+ * or nothing at all.
  */
 export async function reserveOrder(db: Db, input: ReserveInput, settings: Settings): Promise<ReserveResult> {
   const strategy = input.strategy ?? 'guarded';
@@ -261,70 +330,40 @@ export async function reserveOrder(db: Db, input: ReserveInput, settings: Settin
   let expiredReleased = 0;
   let triedExpiring = false;
   for (let attempt = 1; ; attempt++) {
-    const orderId = randomUUID();
-    const itemIds = lines.map(() => randomUUID());
-    const reservationIds = lines.map(() => randomUUID());
+    const plan: AttemptPlan = {
+      orderId: randomUUID(),
+      lines,
+      itemIds: lines.map(() => randomUUID()),
+      reservationIds: lines.map(() => randomUUID()),
+      ttlSeconds,
+      attempt,
+      strategy,
+      input,
+    };
     try {
-      const created = await withConflictRetry(
-        () =>
-          db.transaction(async (tx) => {
-            const payload = JSON.stringify(
-              lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, order_item_id: itemIds[i], reservation_id: reservationIds[i] })),
-            );
-            // Order, lines and reservations in one statement; the price and name are
-            // snapshotted from the stock row. No stock row is locked yet, so the hot
-            // row's lock is held only for the claim and the commit.
-            const [order] = await rows<{ paymentExpiresAt: string; total: number }>(
-              tx,
-              sql`WITH li AS (
-                    SELECT x.*, s.product_id, s.variant_id, s.name, s.price
-                      FROM jsonb_to_recordset(${payload}::jsonb)
-                           AS x(sku text, quantity int, order_item_id uuid, reservation_id uuid)
-                      JOIN stock_items s ON s.sku = x.sku
-                  ), o AS (
-                    INSERT INTO orders (order_id, ref, customer_id, payment_expires_at, subtotal, total,
-                                        item_count, reserve_attempts, strategy, created_by)
-                    SELECT ${orderId}::uuid, ${input.ref ?? null}, ${input.customerId ?? null},
-                           now() + make_interval(secs => ${ttlSeconds}),
-                           sum(price::bigint * quantity), sum(price::bigint * quantity), sum(quantity),
-                           ${attempt}, ${strategy}, ${input.actor}
-                      FROM li HAVING count(*) = ${lines.length}
-                    RETURNING order_id, payment_expires_at, total
-                  ), i AS (
-                    INSERT INTO order_items (order_item_id, order_id, product_id, variant_id, sku, name,
-                                             unit_price, quantity, line_total)
-                    SELECT li.order_item_id, o.order_id, li.product_id, li.variant_id, li.sku, li.name,
-                           li.price, li.quantity, li.price::bigint * li.quantity
-                      FROM li, o
-                  ), r AS (
-                    INSERT INTO stock_reservations (reservation_id, order_id, order_item_id, product_id,
-                                                    variant_id, sku, quantity, expires_at)
-                    SELECT li.reservation_id, o.order_id, li.order_item_id, li.product_id, li.variant_id,
-                           li.sku, li.quantity, o.payment_expires_at
-                      FROM li, o
-                  )
-                  SELECT payment_expires_at AS "paymentExpiresAt", total::float8 AS total FROM o`,
-            );
-            if (!order) await explainUnknownSkus(tx, lines);
-            await claimStock(tx, orderId, lines, strategy, reservationIds, input.actor);
-            return order;
-          }),
-        () => retries++,
-      );
-      return {
-        order_id: orderId,
-        ref: input.ref ?? null,
-        status: 'pending',
-        customer_id: input.customerId ?? null,
-        payment_expires_at: new Date(created.paymentExpiresAt).toISOString(),
-        total: Number(created.total),
-        strategy,
-        attempts: attempt,
-        replay: false,
-        items: lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, reservation_id: reservationIds[i] })),
-        retries,
-        expired_orders_released: expiredReleased,
-      };
+      const created = await withConflictRetry(() => attemptReserve(db, plan), () => retries++);
+      if (created) {
+        return {
+          order_id: plan.orderId,
+          ref: input.ref ?? null,
+          status: 'pending',
+          customer_id: input.customerId ?? null,
+          payment_expires_at: new Date(created.paymentExpiresAt).toISOString(),
+          total: Number(created.total),
+          strategy,
+          attempts: attempt,
+          replay: false,
+          items: lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, reservation_id: plan.reservationIds[i] })),
+          retries,
+          expired_orders_released: expiredReleased,
+        };
+      }
+      // Nothing applied: an unknown SKU, a real shortage, or (optimistic) a moved version.
+      await checkStock(db, lines, false);
+      if (strategy === 'optimistic') throw new VersionMoved();
+      // Guarded: the stock came back between our update and this read; simply go again.
+      retries++;
+      attempt--;
     } catch (err) {
       if (err instanceof Short) {
         // An expired reservation never makes a reserve fail: release unswept expired

@@ -117,19 +117,12 @@ export interface AppliedRow {
 }
 
 /**
- * Apply stock changes: counters summed per stock row, one ledger row per change, in one
- * statement. With `guard`, a row whose available units would go negative (or whose
- * version moved, for optimistic changes) is left alone and missing from the result;
- * the caller decides what that means. Without it, the CHECK constraints still refuse
- * any oversell with an error.
+ * The stock-change statement as CTEs (`ch`, `agg`, `up`, `uv`, `done`, `mv`): counters
+ * summed per stock row, one ledger row per change. `done` holds the rows actually
+ * changed. Reserve appends its order inserts to these, so that the hot row is locked
+ * only inside one statement.
  */
-export async function applyStockChanges(
-  tx: Tx,
-  changes: StockChange[],
-  actor: string,
-  opts: { guard?: boolean } = {},
-): Promise<AppliedRow[]> {
-  if (changes.length === 0) return [];
+export function stockChangeCtes(changes: StockChange[], actor: string, opts: { guard?: boolean } = {}): SQL {
   const payload = JSON.stringify(
     changes.map((c) => ({
       sku: c.sku,
@@ -142,14 +135,14 @@ export async function applyStockChanges(
       expected_version: c.expectedVersion ?? null,
     })),
   );
+  // The guard is the spec's "WHERE stock_quantity - reserved_stock >= q": a row that
+  // cannot take the change is left alone (absent from `done`) instead of raising.
   const guard = (alias: string) =>
     opts.guard
       ? sql.raw(`AND ${alias}.stock_quantity + agg.sd >= ${alias}.reserved_stock + agg.rd
                  AND (agg.ev IS NULL OR ${alias}.version = agg.ev)`)
       : sql``;
-  return rows<AppliedRow>(
-    tx,
-    sql`WITH ch AS (
+  return sql`ch AS (
           SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS x(
             sku text, stock_delta int, reserved_delta int, kind text, order_id uuid,
             reservation_id uuid, reason text, expected_version int)
@@ -163,14 +156,16 @@ export async function applyStockChanges(
             FROM agg
            WHERE p.sku = agg.sku ${guard('p')}
              AND NOT EXISTS (SELECT 1 FROM product_variants pv WHERE pv.product_id = p.product_id)
-          RETURNING p.product_id, NULL::uuid AS variant_id, p.sku, p.stock_quantity, p.reserved_stock, p.version, p.in_stock
+          RETURNING p.product_id, NULL::uuid AS variant_id, p.sku, p.name, p.price, p.stock_quantity,
+                    p.reserved_stock, p.version, p.in_stock
         ), uv AS (
           UPDATE product_variants v
              SET stock_quantity = v.stock_quantity + agg.sd, reserved_stock = v.reserved_stock + agg.rd,
                  version = v.version + 1, updated_at = now()
             FROM agg
            WHERE v.sku = agg.sku ${guard('v')}
-          RETURNING v.product_id, v.variant_id, v.sku, v.stock_quantity, v.reserved_stock, v.version, v.in_stock
+          RETURNING v.product_id, v.variant_id, v.sku, v.name, v.price, v.stock_quantity,
+                    v.reserved_stock, v.version, v.in_stock
         ), done AS (
           SELECT * FROM up UNION ALL SELECT * FROM uv
         ), mv AS (
@@ -179,7 +174,25 @@ export async function applyStockChanges(
           SELECT d.product_id, d.variant_id, ch.sku, ch.kind, ch.stock_delta, ch.reserved_delta,
                  ch.order_id, ch.reservation_id, ${actor}, ch.reason
             FROM ch JOIN done d ON d.sku = ch.sku
-        )
+        )`;
+}
+
+/**
+ * Apply stock changes in one statement. With `guard`, a row whose available units would
+ * go negative (or whose version moved, for optimistic changes) is left alone and missing
+ * from the result; the caller decides what that means. Without it, the CHECK constraints
+ * still refuse any oversell with an error.
+ */
+export async function applyStockChanges(
+  tx: Tx,
+  changes: StockChange[],
+  actor: string,
+  opts: { guard?: boolean } = {},
+): Promise<AppliedRow[]> {
+  if (changes.length === 0) return [];
+  return rows<AppliedRow>(
+    tx,
+    sql`WITH ${stockChangeCtes(changes, actor, opts)}
         SELECT product_id AS "productId", variant_id AS "variantId", sku, stock_quantity AS "stockQuantity",
                reserved_stock AS "reservedStock", version, in_stock AS "inStock"
           FROM done`,
