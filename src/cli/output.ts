@@ -3,7 +3,11 @@
  * gets JSON, whether colour is allowed (chalk 5 ignores NO_COLOR, cli-table3 colours
  * borders even when piped), and whether spinners may draw (only on an interactive stderr).
  */
+import { createRequire } from 'node:module';
 import type { ChalkInstance } from 'chalk';
+
+// cli-table3 is CommonJS and only needed for tables: loaded on first use.
+const require = createRequire(import.meta.url);
 
 export interface Output {
   json: boolean;
@@ -38,7 +42,6 @@ export async function createOutput(flags: { json?: boolean; verbose?: boolean; q
   const interactive = !json && !flags.quiet && Boolean(process.stderr.isTTY);
   const { Chalk } = await import('chalk');
   const chalk = new Chalk({ level: color ? 1 : 0 });
-  const { default: Table } = await import('cli-table3');
   const ora = interactive ? (await import('ora')).default : undefined;
   return {
     json,
@@ -58,6 +61,7 @@ export async function createOutput(flags: { json?: boolean; verbose?: boolean; q
       if (!flags.quiet) process.stderr.write(`${text}\n`);
     },
     table(head, rows, opts = {}) {
+      const Table = require('cli-table3') as typeof import('cli-table3');
       const table = new Table({
         head: head.map((h) => chalk.bold(h)),
         ...(opts.align ? { colAligns: opts.align } : {}),
