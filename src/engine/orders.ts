@@ -362,7 +362,7 @@ export async function reserveOrder(db: Db, input: ReserveInput, settings: Settin
       await checkStock(db, lines, false);
       if (strategy === 'optimistic') throw new VersionMoved();
       // Guarded: the stock came back between our update and this read; simply go again.
-      retries++;
+      if (++retries > 100) throw new Error(`reserve of ${lines.map((l) => l.sku).join(', ')} made no progress after 100 attempts`);
       attempt--;
     } catch (err) {
       if (err instanceof Short) {
