@@ -9,10 +9,10 @@ export default defineConfig({
     environment: 'node',
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/helpers/global-setup.ts'],
-    // Files run in parallel, each in its own process; the CLI tests spawn processes
-    // of their own, so keep the number of workers modest.
+    // One file at a time: the concurrency tests open up to 100 connections at once
+    // (PostgreSQL's default max_connections), and would starve each other in parallel.
     pool: 'forks',
-    maxWorkers: 3,
+    fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,
