@@ -328,7 +328,7 @@ export async function reserveOrder(db: Db, input: ReserveInput, settings: Settin
 
   let retries = 0;
   let expiredReleased = 0;
-  let triedExpiring = false;
+  let expireRounds = 0;
   for (let attempt = 1; ; attempt++) {
     const plan: AttemptPlan = {
       orderId: randomUUID(),
@@ -367,19 +367,18 @@ export async function reserveOrder(db: Db, input: ReserveInput, settings: Settin
     } catch (err) {
       if (err instanceof Short) {
         // An expired reservation never makes a reserve fail: release unswept expired
-        // holders of the short SKUs (as the sweep would) and try once more.
-        if (!triedExpiring) {
-          triedExpiring = true;
-          const skus = err.shortages.map((s) => s.sku);
-          if (!(await holdsExpiredReservations(db, skus))) throw new InsufficientStockError(err.shortages);
+        // holders of the short SKUs (as the sweep would) and try again. If another
+        // process is expiring them right now (SKIP LOCKED gave us none), wait for it.
+        const skus = err.shortages.map((s) => s.sku);
+        if (expireRounds < 50 && (await holdsExpiredReservations(db, skus))) {
+          expireRounds++;
           const expired = await withConflictRetry(() =>
             db.transaction((tx) => expireOrders(tx, { due: { limit: 1000, skus } }, input.actor)),
           );
-          if (expired.orderIds.length > 0) {
-            expiredReleased += expired.orderIds.length;
-            attempt--; // not a stock retry
-            continue;
-          }
+          expiredReleased += expired.orderIds.length;
+          if (expired.orderIds.length === 0) await sleep(5 + Math.random() * 10);
+          attempt--; // not a stock retry
+          continue;
         }
         throw new InsufficientStockError(err.shortages);
       }

@@ -174,6 +174,9 @@ export function stockChangeCtes(changes: StockChange[], actor: string, opts: { g
           SELECT d.product_id, d.variant_id, ch.sku, ch.kind, ch.stock_delta, ch.reserved_delta,
                  ch.order_id, ch.reservation_id, ${actor}, ch.reason
             FROM ch JOIN done d ON d.sku = ch.sku
+           -- Ledger rows only when every change applied; a partial guarded change is
+           -- rolled back by its caller.
+           WHERE (SELECT count(*) FROM done) = (SELECT count(*) FROM agg)
         )`;
 }
 
