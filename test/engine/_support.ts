@@ -40,13 +40,52 @@ export async function closePools(pools: Database[]): Promise<void> {
   await Promise.all(pools.map((p) => p.close().catch(() => {})));
 }
 
-/** Open n single-connection pools, run fn, close them whatever happens. */
-export async function withPools<T>(url: string, n: number, fn: (dbs: Db[]) => Promise<T>): Promise<T> {
-  const pools = await openPools(url, n);
+/**
+ * Open n single-connection pools, run fn, close them whatever happens. A concurrent
+ * section that has not finished by `deadlineMs` (a deadlock storm, a lost wakeup) is
+ * stopped: its sessions are terminated server-side, so that it fails on its own with
+ * the sessions' wait states instead of hanging the whole file, and the error says so.
+ */
+export async function withPools<T>(
+  url: string,
+  n: number,
+  fn: (dbs: Db[]) => Promise<T>,
+  { deadlineMs = 30_000 } = {},
+): Promise<T> {
+  const application = `stockctl-engine-test-${Math.random().toString(36).slice(2, 8)}`;
+  const pools = await openPools(url, n, application);
+  let timer: NodeJS.Timeout | undefined;
   try {
-    return await fn(pools.map((p) => p.db));
+    const work = fn(pools.map((p) => p.db));
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void stopSessions(url, application).then(
+          (report) => reject(new Error(`concurrent section did not finish within ${deadlineMs} ms; ${report}`)),
+          (err: unknown) => reject(new Error(`concurrent section did not finish within ${deadlineMs} ms (${String(err)})`)),
+        );
+      }, deadlineMs);
+    });
+    work.catch(() => {}); // after a deadline its rejections are expected
+    return await Promise.race([work, deadline]);
   } finally {
+    clearTimeout(timer);
     await closePools(pools);
+  }
+}
+
+/** Describe what the sessions of `application` are waiting for, then terminate them. */
+async function stopSessions(url: string, application: string): Promise<string> {
+  const admin = postgres(url, { max: 1, onnotice: () => {}, connection: { application_name: 'stockctl-test-reaper' } });
+  try {
+    const waits = await admin<{ state: string; wait: string; n: number }[]>`
+      SELECT state, coalesce(wait_event_type || ':' || wait_event, '-') AS wait, count(*)::int AS n
+        FROM pg_stat_activity WHERE application_name = ${application} GROUP BY 1, 2 ORDER BY 3 DESC`;
+    const [{ deadlocks }] = await admin<{ deadlocks: number }[]>`
+      SELECT deadlocks::int FROM pg_stat_database WHERE datname = current_database()`;
+    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${application}`;
+    return `sessions then: ${waits.map((w) => `${w.n} ${w.state} (${w.wait})`).join(', ') || 'none'}; deadlocks so far in this database: ${deadlocks}`;
+  } finally {
+    await admin.end({ timeout: 5 });
   }
 }
 

@@ -116,7 +116,12 @@ describe('pay / cancel / sweeps racing around expiry', () => {
     // Only refusals and (for a late re-sale) a real shortage may come back.
     expect(unexpected(all, ['order_paid', 'order_cancelled', 'payment_window_expired', 'insufficient_stock']), context).toEqual([]);
     expect(sweepResults.filter((s) => !s.ok).map((s) => describeError((s as { error: unknown }).error)), context).toEqual([]);
-    console.info(`[expiry-race] ${context} pay/cancel outcomes ${JSON.stringify(tally(all))}`);
+    const lates = [...payResults.values()].flat().filter((p) => p.ok && p.value.late && !p.value.replay).length;
+    const sweptOrders = sweepResults.reduce((n, s) => n + (s.ok ? s.value.expired_orders : 0), 0);
+    console.info(
+      `[expiry-race] ${context} pay/cancel outcomes ${JSON.stringify(tally(all))}; late pays ${lates}; ` +
+        `${sweepResults.length} sweeps expired ${sweptOrders} orders`,
+    );
 
     const ids = orders.map((o) => o.id);
     const states = await orderStates(t.sql, ids);
@@ -128,7 +133,7 @@ describe('pay / cancel / sweeps racing around expiry', () => {
       const state = byId.get(o.id)!;
       const pays = payResults.get(i) ?? [];
       const cancels = cancelResults.get(i) ?? [];
-      const paidNow = pays.filter((p) => p.ok && !p.value.replay);
+      const paidNow = pays.filter((p): p is { ok: true; value: PayResult } => p.ok && !p.value.replay);
       const cancelled = cancels.filter((c) => c.ok && c.value.outcome === 'cancelled');
       const what = `order ${i} ${o.id} ${context}: pays ${JSON.stringify(pays.map((p) => (p.ok ? p.value : codeOf(p.error))))} cancels ${JSON.stringify(cancels.map((c) => (c.ok ? c.value.outcome : codeOf(c.error))))} -> ${state.status}/${state.payment_status}`;
       // Exactly one winner; the others see its result.
@@ -211,7 +216,7 @@ describe('pay / cancel / sweeps racing around expiry', () => {
     expect(runs[0]).toEqual({ n: sweepResults.length, unfinished: 0 });
 
     expect(await invariantViolations(t.sql), context).toEqual([]);
-  }, 30_000);
+  });
 });
 
 describe('expired reservations never cause a false rejection', () => {

@@ -200,7 +200,7 @@ describe('pay and cancel are idempotent; refusals by state', () => {
   });
 
   it('an unknown order is NotFound (exit 4) for pay, cancel and extend', async () => {
-    for (const call of [
+    for (const call of <(() => Promise<unknown>)[]>[
       () => payOrder(t.db, { order: 'no-such-ref', actor: ACTOR }),
       () => cancelOrder(t.db, { order: '00000000-0000-4000-8000-000000000000', actor: ACTOR }),
       () => extendOrder(t.db, { order: 'no-such-ref', ttlSeconds: 60, actor: ACTOR }),

@@ -222,6 +222,7 @@ describe('random command sequences keep every invariant', () => {
           const problems = await invariantViolations(t.sql);
           expect(problems, `after:\n${log.join('\n')}`).toEqual([]);
         }
+        if (process.env.PROP_DEBUG === '1') console.info(log.join('\n'));
       }),
       { numRuns: Number(process.env.PROP_RUNS ?? 25), seed, interruptAfterTimeLimit: 40_000, markInterruptAsFailure: false, endOnFailure: process.env.PROP_SHRINK !== '1' },
     );
