@@ -301,7 +301,12 @@ async function attemptReserve(db: Db, plan: AttemptPlan) {
   const run = async (tx: Tx) => {
     let versions: Map<string, number> | undefined;
     if (locked) await checkStock(tx, lines, true);
-    else if (strategy === 'optimistic') versions = new Map((await checkStock(tx, lines, false)).map((r) => [r.sku, r.version]));
+    else if (strategy === 'optimistic') {
+      versions = new Map((await checkStock(tx, lines, false)).map((r) => [r.sku, r.version]));
+      // Several rows in one UPDATE are locked in no particular order: take them in the
+      // canonical order first (the version check below still decides).
+      if (lines.length > 1) await lockStockRows(tx, lines.map((l) => l.sku));
+    }
     const order = await insertReservedOrder(tx, plan, versions);
     if (!order && lines.length > 1) throw new Incomplete(); // roll back any line that did apply
     return order;
