@@ -385,6 +385,19 @@ export async function reserveOrder(db: Db, input: ReserveInput, settings: Settin
           attempt--; // not a stock retry
           continue;
         }
+        // Another buyer may have just expired the holders and freed the units: only a
+        // shortage that is still there now is reported.
+        if (expireRounds < 50) {
+          expireRounds++;
+          try {
+            await checkStock(db, lines, false);
+          } catch (again) {
+            if (again instanceof Short) throw new InsufficientStockError(again.shortages);
+            throw again;
+          }
+          attempt--;
+          continue;
+        }
         throw new InsufficientStockError(err.shortages);
       }
       if (err instanceof VersionMoved) {
