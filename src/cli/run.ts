@@ -5,7 +5,7 @@
  */
 import { userInfo } from 'node:os';
 import { StockctlError } from '../errors.js';
-import { sqlState, toDomainError } from '../db/errors.js';
+import { publicMessage, sqlState, toDomainError } from '../db/errors.js';
 import type { Database, OpenOptions } from '../db/client.js';
 import { createOutput, type Output } from './output.js';
 import { loadSettings, type Settings } from '../engine/settings.js';
@@ -58,11 +58,7 @@ function describe(err: unknown): { exitCode: number; code: string; message: stri
     };
   }
   // Never show a drizzle wrapper's message: it carries the query's bound parameters.
-  let cause: unknown = err;
-  while (cause && (cause as { cause?: unknown }).cause && !(cause as { severity?: string }).severity) {
-    cause = (cause as { cause?: unknown }).cause;
-  }
-  const text = cause instanceof Error ? cause.message : String(cause);
+  const text = publicMessage(err);
   return {
     exitCode: 1,
     code: 'internal_error',

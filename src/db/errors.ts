@@ -97,3 +97,14 @@ export function redactUrl(url: string): string {
     return '<unparseable DATABASE_URL>';
   }
 }
+
+/** The driver's own message, never drizzle's wrapper (whose message carries bound parameters). */
+export function publicMessage(err: unknown): string {
+  let current: unknown = err;
+  for (let depth = 0; depth < 8; depth++) {
+    const next = (current as { cause?: unknown } | null)?.cause;
+    if (!next || (current as { severity?: string }).severity) break;
+    current = next;
+  }
+  return current instanceof Error ? current.message : String(current);
+}

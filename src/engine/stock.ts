@@ -21,7 +21,8 @@ export type MovementKind =
   | 'expire'
   | 'sale'
   | 'restock'
-  | 'repair';
+  | 'repair'
+  | 'drift';
 
 export interface StockChange {
   sku: string;

@@ -8,6 +8,7 @@ import type { Db } from '../db/client.js';
 import { expireOrders } from './release.js';
 import { rows } from './stock.js';
 import { withConflictRetry } from './retry.js';
+import { publicMessage } from '../db/errors.js';
 
 export interface SweepInput {
   batchSize?: number;
@@ -90,7 +91,7 @@ export async function expireDueOrders(db: Db, input: SweepInput): Promise<SweepR
     return result;
   } catch (err) {
     // Record the failure for `check` (three failed sweeps in a row), then let it surface.
-    const message = err instanceof Error ? err.message.slice(0, 500) : String(err);
+    const message = publicMessage(err).slice(0, 500);
     await db
       .execute(
         sql`UPDATE sweep_runs SET finished_at = now(), orders_expired = ${result.expired_orders},

@@ -5,7 +5,7 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import type { Tx } from './stock.js';
-import { rows } from './stock.js';
+import { applyStockChanges, lockStockRow, rows } from './stock.js';
 
 export interface Violation {
   kind: string;
@@ -75,4 +75,51 @@ export async function findViolations(db: Db | Tx, skuPrefix?: string): Promise<V
     });
   }
   return violations;
+}
+
+export interface Repair {
+  sku: string;
+  /** Unrecorded change found and written into the ledger (counter minus ledger). */
+  recorded_drift: { stock_delta: number; reserved_delta: number } | null;
+  /** Correction applied to reserved_stock so that it equals the active reservations. */
+  reserved_correction: number;
+}
+
+/**
+ * Bring counters back in line with the reservations through the ledger, never by a
+ * silent overwrite: first any change that bypassed the ledger is written down as a
+ * `drift` entry, then reserved_stock is corrected by a `repair` entry.
+ */
+export async function repairCounters(db: Db, actor: string, skuPrefix?: string): Promise<Repair[]> {
+  const repairs: Repair[] = [];
+  const suspects = (await auditStock(db, skuPrefix)).filter(
+    (a) => a.reserved_stock !== a.active_reserved || a.reserved_stock !== a.ledger_reserved || a.stock_quantity !== a.ledger_stock,
+  );
+  for (const suspect of suspects) {
+    await db.transaction(async (tx) => {
+      await lockStockRow(tx, suspect.sku);
+      const a = (await auditStock(tx, suspect.sku)).find((row) => row.sku === suspect.sku);
+      if (!a) return;
+      const repair: Repair = { sku: a.sku, recorded_drift: null, reserved_correction: 0 };
+      const driftStock = a.stock_quantity - a.ledger_stock;
+      const driftReserved = a.reserved_stock - a.ledger_reserved;
+      if (driftStock !== 0 || driftReserved !== 0) {
+        await tx.execute(sql`INSERT INTO stock_movements (product_id, variant_id, sku, kind, stock_delta, reserved_delta, actor, reason)
+          SELECT product_id, variant_id, sku, 'drift', ${driftStock}, ${driftReserved}, ${actor}, 'verify --repair: change made outside stockctl'
+            FROM stock_items WHERE sku = ${a.sku}`);
+        repair.recorded_drift = { stock_delta: driftStock, reserved_delta: driftReserved };
+      }
+      const correction = a.active_reserved - a.reserved_stock;
+      if (correction !== 0) {
+        await applyStockChanges(
+          tx,
+          [{ sku: a.sku, stockDelta: 0, reservedDelta: correction, kind: 'repair', reason: 'verify --repair: reserved_stock to match active reservations' }],
+          actor,
+        );
+        repair.reserved_correction = correction;
+      }
+      if (repair.recorded_drift || correction !== 0) repairs.push(repair);
+    });
+  }
+  return repairs;
 }
