@@ -5,7 +5,7 @@
  */
 import { userInfo } from 'node:os';
 import { StockctlError } from '../errors.js';
-import { publicMessage, sqlState, toDomainError } from '../db/errors.js';
+import { checkDatabaseUrl, publicMessage, sqlState, toDomainError } from '../db/errors.js';
 import type { Database, OpenOptions } from '../db/client.js';
 import { createOutput, type Output } from './output.js';
 import { loadSettings, type Settings } from '../engine/settings.js';
@@ -105,19 +105,20 @@ export async function runCommand(flags: GlobalFlags, body: CommandBody): Promise
   let out: Output | undefined;
   try {
     out = await createOutput(flags);
+    const databaseUrl = flags.databaseUrl || process.env.DATABASE_URL || undefined;
     const output = out;
     const ctx: CommandContext = {
       out: output,
       actor: flags.actor || defaultActor(),
       settings: loadSettings(),
       signal: abort.signal,
-      databaseUrl: flags.databaseUrl || process.env.DATABASE_URL || undefined,
+      databaseUrl: databaseUrl ? checkDatabaseUrl(databaseUrl) : undefined,
       async openDb(opts = {}) {
         if (database) return database;
         const { openDatabase } = await import('../db/client.js');
         database = await openDatabase({
           ...opts,
-          url: flags.databaseUrl,
+          url: databaseUrl,
           onEmbedded: ({ home, started }) => {
             if (started || output.interactive) {
               output.note(

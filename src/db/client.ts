@@ -7,7 +7,7 @@ import postgres from 'postgres';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import * as schema from './schema.js';
 import { DatabaseUnavailableError } from '../errors.js';
-import { redactUrl, toDomainError } from './errors.js';
+import { errorCode, redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
@@ -50,6 +50,23 @@ export function createClient(url: string, opts: Pick<OpenOptions, 'application' 
   });
 }
 
+/**
+ * A full server ("too many clients") or one still starting up is a passing state when a
+ * hundred short-lived stockctl processes start at once: wait a little and try again.
+ */
+async function whenConnected<T>(first: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + CONNECT_TIMEOUT_S * 1000;
+  for (;;) {
+    try {
+      return await first();
+    } catch (err) {
+      const code = errorCode(err);
+      if ((code !== '53300' && code !== '57P03') || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200));
+    }
+  }
+}
+
 export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
   let url = opts.url ?? process.env.DATABASE_URL ?? '';
   let embedded = false;
@@ -64,7 +81,7 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
   const close = () => sql.end({ timeout: 5 });
   try {
     if (opts.requireMigrated !== false) {
-      const state = await schemaState(sql);
+      const state = await whenConnected(() => schemaState(sql));
       if (!state.migrated && embedded) {
         // The embedded database is ours: keep it migrated. An external one never is.
         await runMigrations(url);

@@ -267,7 +267,7 @@ async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: Run
   // Loopback TCP only; no unix socket, so nothing depends on /var/run/postgresql.
   await fs.appendFile(
     path.join(scratch, 'postgresql.conf'),
-    "\n# stockctl embedded server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n",
+    "\n# stockctl embedded server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n# Room for a hundred buyers as separate processes, plus the tools watching them.\nmax_connections = 200\n",
   );
   await fs.rename(scratch, cfg.dataDir);
 
@@ -606,6 +606,7 @@ function probe(port: number, timeoutMs = 3000): Promise<ProbeState> {
           const code = /(?:^|\0)C([^\0]*)/.exec(body.toString('utf8'))?.[1];
           if (code === '3D000') return finish('no-database');
           if (code === '57P03') return finish('starting');
+          if (code === '53300') return finish('ready'); // up, just busy: the caller's pool retries
           return finish('other');
         }
       }

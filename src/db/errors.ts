@@ -3,7 +3,7 @@
  * `err.cause`, because drizzle wraps driver errors) and never on message text; the
  * drizzle wrapper's message contains bound parameters, so it is never shown to a user.
  */
-import { DatabaseUnavailableError, StockctlError } from '../errors.js';
+import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
 
 /** postgres.js codes for connections that never came up or went away. */
 const CONNECTION_CODES = new Set([
@@ -107,4 +107,20 @@ export function publicMessage(err: unknown): string {
     current = next;
   }
   return current instanceof Error ? current.message : String(current);
+}
+
+/** A DATABASE_URL that cannot even be parsed is bad input (exit 2), not an outage. */
+export function checkDatabaseUrl(url: string): string {
+  let protocol = '';
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    /* reported below */
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new InvalidInputError(
+      `DATABASE_URL (or --database-url) is not a PostgreSQL URL: ${protocol ? `"${protocol}" scheme` : 'cannot parse it'}; use postgres://user@host:5432/dbname.`,
+    );
+  }
+  return url;
 }
