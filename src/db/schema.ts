@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import {
+  type AnyPgColumn,
   bigint,
   bigserial,
   boolean,
@@ -33,6 +34,16 @@ const stockColumns = {
     .generatedAlwaysAs(sql`stock_quantity - reserved_stock > 0`),
 };
 
+/** The constraints that make overselling impossible, whatever the code does. */
+function stockChecks(table: string, t: { stockQuantity: AnyPgColumn; reservedStock: AnyPgColumn; price: AnyPgColumn }) {
+  return [
+    check(`${table}_stock_nonnegative`, sql`${t.stockQuantity} >= 0`),
+    check(`${table}_reserved_nonnegative`, sql`${t.reservedStock} >= 0`),
+    check(`${table}_reserved_within_stock`, sql`${t.reservedStock} <= ${t.stockQuantity}`),
+    check(`${table}_price_nonnegative`, sql`${t.price} >= 0`),
+  ];
+}
+
 export const products = pgTable(
   'products',
   {
@@ -45,10 +56,7 @@ export const products = pgTable(
   },
   (t) => [
     uniqueIndex('products_sku_key').on(t.sku),
-    check('products_stock_nonnegative', sql`${t.stockQuantity} >= 0`),
-    check('products_reserved_nonnegative', sql`${t.reservedStock} >= 0`),
-    check('products_reserved_within_stock', sql`${t.reservedStock} <= ${t.stockQuantity}`),
-    check('products_price_nonnegative', sql`${t.price} >= 0`),
+    ...stockChecks('products', t),
   ],
 );
 
@@ -68,10 +76,7 @@ export const productVariants = pgTable(
   (t) => [
     uniqueIndex('product_variants_sku_key').on(t.sku),
     index('product_variants_product_idx').on(t.productId),
-    check('product_variants_stock_nonnegative', sql`${t.stockQuantity} >= 0`),
-    check('product_variants_reserved_nonnegative', sql`${t.reservedStock} >= 0`),
-    check('product_variants_reserved_within_stock', sql`${t.reservedStock} <= ${t.stockQuantity}`),
-    check('product_variants_price_nonnegative', sql`${t.price} >= 0`),
+    ...stockChecks('product_variants', t),
   ],
 );
 
