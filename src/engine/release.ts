@@ -101,15 +101,20 @@ export async function expireOrders(tx: Tx, target: ExpiryTarget, actor: string):
   if (limit === 0) return { orderIds: [], released: [], units: 0 };
   const expired = await rows<{ orderId: string }>(
     tx,
-    sql`UPDATE orders o
+    // MATERIALIZED: as a plain subquery the claim may be re-run per outer row, and each
+    // re-run skips the rows already taken, so LIMIT would not bound the batch.
+    sql`WITH due AS MATERIALIZED (
+          SELECT order_id FROM orders
+           WHERE status = 'pending' AND payment_expires_at < now() AND ${which}
+           ORDER BY payment_expires_at
+           LIMIT ${limit}
+           FOR UPDATE SKIP LOCKED
+        )
+        UPDATE orders o
            SET status = 'cancelled', payment_status = 'expired', cancelled_at = now(),
                cancel_reason = ${TIMEOUT_NOTE}, cancelled_by = ${actor},
                admin_notes = concat_ws(E'\n', o.admin_notes, ${TIMEOUT_NOTE}::text), updated_at = now()
-          FROM (SELECT order_id FROM orders
-                 WHERE status = 'pending' AND payment_expires_at < now() AND ${which}
-                 ORDER BY payment_expires_at
-                 LIMIT ${limit}
-                 FOR UPDATE SKIP LOCKED) due
+          FROM due
          WHERE o.order_id = due.order_id AND o.status = 'pending' AND o.payment_expires_at < now()
      RETURNING o.order_id AS "orderId"`,
   );

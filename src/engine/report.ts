@@ -35,7 +35,7 @@ export async function buildReport(db: Db, windowSeconds: number): Promise<Report
     sql`SELECT count(*)::int AS created,
                count(*) FILTER (WHERE status = 'paid' OR paid_at IS NOT NULL)::int AS paid,
                count(*) FILTER (WHERE status = 'cancelled' AND payment_status = 'expired')::int AS expired,
-               count(*) FILTER (WHERE status = 'cancelled' AND payment_status <> 'expired')::int AS cancelled,
+               count(*) FILTER (WHERE status = 'cancelled' AND payment_status <> 'expired' AND paid_at IS NULL)::int AS cancelled,
                count(*) FILTER (WHERE status = 'pending')::int AS pending,
                count(*) FILTER (WHERE reserve_attempts > 1)::int AS conflicted,
                avg(extract(epoch FROM paid_at - created_at)) FILTER (WHERE paid_at IS NOT NULL)::float8 AS to_pay

@@ -110,7 +110,9 @@ export async function repairCounters(db: Db, actor: string, skuPrefix?: string):
         repair.recorded_drift = { stock_delta: driftStock, reserved_delta: driftReserved };
       }
       const correction = a.active_reserved - a.reserved_stock;
-      if (correction !== 0) {
+      // Units held by pending orders but gone from the shelf: no counter can be right;
+      // record the drift and leave the SKU to a person (it stays in `remaining`).
+      if (correction !== 0 && a.active_reserved <= a.stock_quantity) {
         await applyStockChanges(
           tx,
           [{ sku: a.sku, stockDelta: 0, reservedDelta: correction, kind: 'repair', reason: 'verify --repair: reserved_stock to match active reservations' }],

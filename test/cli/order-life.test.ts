@@ -175,7 +175,10 @@ describe('reserve, then cancel by hand', () => {
     expect(cancelled).toMatchObject({ code: 0, stderr: '', stdout: 'cancelled  cart-1002: released 1 unit(s)\n' });
     expect(await stockRow('TEE')).toEqual({ stock_quantity: 8, reserved_stock: 0 });
 
-    const shown = await t.cliJson<Record<string, unknown>>(['orders', 'show', 'cart-1002']);
+    const [shown, human] = await Promise.all([
+      t.cliJson<Record<string, unknown>>(['orders', 'show', 'cart-1002']),
+      t.cli(['orders', 'show', 'cart-1002']),
+    ]);
     expect(shown.code).toBe(0);
     expect(shown.stderr).toBe('');
     expect(shown.json).toMatchObject({
@@ -195,7 +198,6 @@ describe('reserve, then cancel by hand', () => {
       ],
     });
 
-    const human = await t.cli(['orders', 'show', 'cart-1002']);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/^Cancelled \S+ by alice: customer asked$/m);
 
@@ -224,7 +226,10 @@ describe('reserve, let it expire, sweep', () => {
     expect(swept.stdout).toBe('');
     expect(swept.stderr).toBe('');
 
-    const shown = await t.cliJson<{ admin_notes: string; reservations: { status: string }[] }>(['orders', 'show', 'cart-1003']);
+    const [shown, human] = await Promise.all([
+      t.cliJson<{ admin_notes: string; reservations: { status: string }[] }>(['orders', 'show', 'cart-1003']),
+      t.cli(['orders', 'show', 'cart-1003']),
+    ]);
     expect(shown.code).toBe(0);
     expect(shown.json).toMatchObject({
       status: 'cancelled',
@@ -240,7 +245,6 @@ describe('reserve, let it expire, sweep', () => {
     expect(shown.json.admin_notes).toContain('Payment timeout');
     expect(await stockRow('TEE')).toEqual({ stock_quantity: 8, reserved_stock: 0 });
 
-    const human = await t.cli(['orders', 'show', 'cart-1003']);
     expect(human.code).toBe(0);
     expect(human.stderr).toBe('');
     expect(human.stdout).toContain('\nStatus: cancelled (payment expired)  total 19.99  customer -\n');
@@ -258,68 +262,95 @@ describe('reserve, let it expire, sweep', () => {
   });
 
   it('sweep --dry-run counts without changing anything; sweep --json has the documented shape', async () => {
-    await reserve(['TEE:2', '--ref', 'due-1']);
-    await reserve(['MUG:1', '--ref', 'due-2']);
-    await reserve(['MUG:4', '--ref', 'not-due']);
-    await letExpire('due-1');
-    await letExpire('due-2');
-    const before = await counts();
-
-    const dry = await t.cliJson<Record<string, unknown>>(['sweep', '--dry-run']);
-    expect(dry.code).toBe(0);
-    expect(dry.stderr).toBe('');
-    expect(dry.json).toEqual({
-      run_id: expect.any(Number),
-      dry_run: true,
-      expired_orders: 2,
-      released_units: 3,
-      batches: 0,
-      remaining_due: 0,
-      interrupted: false,
-      duration_ms: expect.any(Number),
-    });
-    const dryHuman = await t.cli(['sweep', '--dry-run']);
-    expect(dryHuman).toMatchObject({ code: 0, stderr: '', stdout: 'Would expire 2 order(s), releasing 3 unit(s).\n' });
-    expect(await counts()).toEqual(before);
-    expect(await orderRow('due-1')).toEqual({ status: 'pending', payment_status: 'awaiting' });
-
-    const res = await t.cliJson<Record<string, unknown>>(['sweep', '--batch-size', '1'], { env: { STOCKCTL_ACTOR: 'cron' } });
-    expect(res.code).toBe(0);
-    expect(res.stderr).toBe('');
-    expect(Object.keys(res.json)).toEqual([
-      'run_id',
-      'dry_run',
-      'expired_orders',
-      'released_units',
-      'batches',
-      'remaining_due',
-      'interrupted',
-      'duration_ms',
+    await Promise.all([
+      reserve(['TEE:2', '--ref', 'due-1']),
+      reserve(['MUG:1', '--ref', 'due-2']),
+      reserve(['MUG:4', '--ref', 'not-due']),
     ]);
-    expect(res.json).toEqual({
-      run_id: expect.any(Number),
-      dry_run: false,
-      expired_orders: 2,
-      released_units: 3,
-      batches: 2,
-      remaining_due: 0,
-      interrupted: false,
-      duration_ms: expect.any(Number),
-    });
-    expect(res.json.run_id).toBeGreaterThan(dry.json.run_id as number);
-    expect(await orderRow('due-1')).toEqual({ status: 'cancelled', payment_status: 'expired' });
-    expect(await orderRow('due-2')).toEqual({ status: 'cancelled', payment_status: 'expired' });
-    expect(await orderRow('not-due')).toEqual({ status: 'pending', payment_status: 'awaiting' });
-    expect(await stockRow('TEE')).toEqual({ stock_quantity: 8, reserved_stock: 0 });
-    expect(await stockRow('MUG')).toEqual({ stock_quantity: 20, reserved_stock: 4 });
+    try {
+      await letExpire('due-1');
+      await letExpire('due-2');
+      const before = await counts();
 
-    // Nothing left: the human line says so.
-    const nothing = await t.cli(['sweep']);
-    expect(nothing.code).toBe(0);
-    expect(nothing.stderr).toBe('');
-    expect(nothing.stdout).toMatch(/^Expired 0 order\(s\), released 0 unit\(s\) in 0 batch\(es\), \d+ ms\.\n$/);
+      const [dry, dryHuman] = await Promise.all([
+        t.cliJson<Record<string, unknown>>(['sweep', '--dry-run']),
+        t.cli(['sweep', '--dry-run']),
+      ]);
+      expect(dry.code).toBe(0);
+      expect(dry.stderr).toBe('');
+      expect(dry.json).toEqual({
+        run_id: expect.any(Number),
+        dry_run: true,
+        expired_orders: 2,
+        released_units: 3,
+        batches: 0,
+        remaining_due: 0,
+        interrupted: false,
+        duration_ms: expect.any(Number),
+      });
+      expect(dryHuman).toMatchObject({ code: 0, stderr: '', stdout: 'Would expire 2 order(s), releasing 3 unit(s).\n' });
+      expect(await counts()).toEqual(before);
+      expect(await orderRow('due-1')).toEqual({ status: 'pending', payment_status: 'awaiting' });
 
-    await ok(['cancel', 'not-due']);
+      const res = await t.cliJson<Record<string, unknown>>(['sweep'], { env: { STOCKCTL_ACTOR: 'cron' } });
+      expect(res.code).toBe(0);
+      expect(res.stderr).toBe('');
+      expect(Object.keys(res.json)).toEqual([
+        'run_id',
+        'dry_run',
+        'expired_orders',
+        'released_units',
+        'batches',
+        'remaining_due',
+        'interrupted',
+        'duration_ms',
+      ]);
+      expect(res.json).toEqual({
+        run_id: expect.any(Number),
+        dry_run: false,
+        expired_orders: 2,
+        released_units: 3,
+        batches: 1,
+        remaining_due: 0,
+        interrupted: false,
+        duration_ms: expect.any(Number),
+      });
+      expect(res.json.run_id).toBeGreaterThan(dry.json.run_id as number);
+      expect(await orderRow('due-1')).toEqual({ status: 'cancelled', payment_status: 'expired' });
+      expect(await orderRow('due-2')).toEqual({ status: 'cancelled', payment_status: 'expired' });
+      expect(await orderRow('not-due')).toEqual({ status: 'pending', payment_status: 'awaiting' });
+      expect(await stockRow('TEE')).toEqual({ stock_quantity: 8, reserved_stock: 0 });
+      expect(await stockRow('MUG')).toEqual({ stock_quantity: 20, reserved_stock: 4 });
+
+      // Nothing left: the human line says so.
+      const nothing = await t.cli(['sweep']);
+      expect(nothing.code).toBe(0);
+      expect(nothing.stderr).toBe('');
+      expect(nothing.stdout).toMatch(/^Expired 0 order\(s\), released 0 unit\(s\) in 0 batch\(es\), \d+ ms\.\n$/);
+    } finally {
+      await t.cli(['cancel', 'not-due']);
+      await t.cli(['sweep', '--quiet']); // leave nothing due, whatever happened above
+    }
+  });
+
+  it('sweep --batch-size N expires at most N orders per transaction', async () => {
+    const refs = ['batch-1', 'batch-2', 'batch-3', 'batch-4', 'batch-5'];
+    try {
+      await Promise.all(refs.map((ref) => reserve(['MUG:1', '--ref', ref])));
+      // Windows passed an hour ago, in the order the orders were created.
+      await t.sql`UPDATE orders SET payment_expires_at = created_at - interval '1 hour' WHERE ref LIKE 'batch-%'`;
+      await t.sql`UPDATE stock_reservations r SET expires_at = o.payment_expires_at
+                    FROM orders o WHERE o.order_id = r.order_id AND o.ref LIKE 'batch-%'`;
+
+      const res = await t.cliJson<Record<string, unknown>>(['sweep', '--batch-size', '2']);
+      expect(res.code).toBe(0);
+      expect(res.json).toMatchObject({ expired_orders: 5, released_units: 5, remaining_due: 0 });
+      // Five orders, at most two per transaction: 2 + 2 + 1, three batches. (The sweep claims
+      // its orders with LIMIT n ... FOR UPDATE SKIP LOCKED; a batch must not take more than n.)
+      expect(res.json.batches, 'batches for 5 due orders with --batch-size 2').toBe(3);
+    } finally {
+      await t.cli(['sweep', '--quiet']);
+    }
   });
 
   it('sweep --batch-size 0 is a usage error (exit 2) and records no run', async () => {
@@ -334,8 +365,7 @@ describe('reserve, let it expire, sweep', () => {
 
 describe('cancelling several orders', () => {
   it('one unknown order: the others are cancelled, each is reported, and the exit code is 4', async () => {
-    await reserve(['MUG:1', '--ref', 'many-1']);
-    await reserve(['MUG:2', '--ref', 'many-2']);
+    await Promise.all([reserve(['MUG:1', '--ref', 'many-1']), reserve(['MUG:2', '--ref', 'many-2'])]);
 
     const res = await t.cli(['cancel', 'many-1', 'nope', 'many-2', '--reason', 'batch'], SHOP);
     expect(res.code).toBe(4);
@@ -379,9 +409,8 @@ describe('cancelling several orders', () => {
   });
 
   it('the exit code is the worst of them: a paid order without --restock (5) beats an unknown one (4)', async () => {
-    const paid = await reserve(['MUG:1', '--ref', 'paid-2']);
+    const [paid] = await Promise.all([reserve(['MUG:1', '--ref', 'paid-2']), reserve(['MUG:1', '--ref', 'many-4'])]);
     await ok(['pay', 'paid-2']);
-    await reserve(['MUG:1', '--ref', 'many-4']);
 
     const res = await t.cli(['cancel', 'nope', 'paid-2', 'many-4'], SHOP);
     expect(res.code).toBe(5);
@@ -394,8 +423,7 @@ describe('cancelling several orders', () => {
   });
 
   it('--from-file - reads ids and refs from stdin, skipping comments, blank lines and repeats', async () => {
-    const f1 = await reserve(['MUG:1', '--ref', 'file-1']);
-    await reserve(['MUG:2', '--ref', 'file-2']);
+    const [f1] = await Promise.all([reserve(['MUG:1', '--ref', 'file-1']), reserve(['MUG:2', '--ref', 'file-2'])]);
     const input = `# stuck orders, from the support queue\n${f1.order_id}\n\n   file-2   # asked twice\nfile-2\n`;
 
     const dry = await t.cli(['cancel', '--from-file', '-', '--dry-run'], { input });
@@ -416,12 +444,14 @@ describe('cancelling several orders', () => {
   });
 
   it('--from-file of a missing file, or no order at all, is a usage error (exit 2)', async () => {
-    const missing = await t.cli(['cancel', '--from-file', '/nonexistent/stuck.txt']);
+    const [missing, none] = await Promise.all([
+      t.cli(['cancel', '--from-file', '/nonexistent/stuck.txt']),
+      t.cli(['cancel', '--from-file', '-'], { input: '# nothing here\n\n' }),
+    ]);
     expect(missing.code).toBe(2);
     expect(missing.stdout).toBe('');
     expect(missing.stderr).toMatch(/^error: Cannot read orders from "\/nonexistent\/stuck\.txt": .*\n$/);
 
-    const none = await t.cli(['cancel', '--from-file', '-'], { input: '# nothing here\n\n' });
     expect(none.code).toBe(2);
     expect(none.stdout).toBe('');
     expect(none.stderr).toBe('error: Name at least one order (id or ref), or use --from-file FILE (- for stdin).\n');
@@ -466,15 +496,17 @@ describe('extend', () => {
     const [{ expires: was }] = await t.sql`SELECT payment_expires_at::text AS expires FROM orders WHERE ref = 'ext-2'`;
     const message = 'Invalid --ttl "5x": use a number and a unit, like 90s, 15m, 2h or 1d.';
 
-    const extend = await t.cli(['extend', 'ext-2', '--ttl', '5x']);
+    const [extend, json, reserveBad] = await Promise.all([
+      t.cli(['extend', 'ext-2', '--ttl', '5x']),
+      t.cliJson(['extend', 'ext-2', '--ttl', '5x']),
+      t.cli(['reserve', 'MUG:1', '--ttl', '5x']),
+    ]);
     expect(extend).toMatchObject({ code: 2, stdout: '', stderr: `error: ${message}\n` });
 
-    const json = await t.cliJson(['extend', 'ext-2', '--ttl', '5x']);
     expect(json.code).toBe(2);
     expect(json.stderr).toBe('');
     expect(json.json).toEqual({ error: { code: 'invalid_input', message } });
 
-    const reserveBad = await t.cli(['reserve', 'MUG:1', '--ttl', '5x']);
     expect(reserveBad).toMatchObject({ code: 2, stdout: '', stderr: `error: ${message}\n` });
 
     expect(await counts()).toEqual(before);
@@ -500,12 +532,11 @@ describe('extend', () => {
 describe('reserve refusals', () => {
   it('an unknown SKU is exit 4 naming it, and nothing is reserved', async () => {
     const before = await counts();
-    const res = await t.cli(['reserve', 'MUG:1', 'NOPE:1']);
+    const [res, json] = await Promise.all([t.cli(['reserve', 'MUG:1', 'NOPE:1']), t.cliJson(['reserve', 'NOPE:1'])]);
     expect(res.code).toBe(4);
     expect(res.stdout).toBe('');
     expect(res.stderr).toBe('error: No stock row has SKU "NOPE"; list them with `stockctl stock`.\n');
 
-    const json = await t.cliJson(['reserve', 'NOPE:1']);
     expect(json.code).toBe(4);
     expect(json.stderr).toBe('');
     expect(json.json).toEqual({
@@ -516,7 +547,10 @@ describe('reserve refusals', () => {
 
   it('insufficient stock is exit 3, all or nothing, naming every short SKU with requested and available', async () => {
     const before = await counts();
-    const one = await t.cliJson(['reserve', 'SHORT-A:2', 'SHORT-B:2']);
+    const [one, both] = await Promise.all([
+      t.cliJson(['reserve', 'SHORT-A:2', 'SHORT-B:2']),
+      t.cli(['reserve', 'SHORT-B:2', 'SHORT-A:5']),
+    ]);
     expect(one.code).toBe(3);
     expect(one.stderr).toBe('');
     expect(one.json).toEqual({
@@ -529,7 +563,6 @@ describe('reserve refusals', () => {
     // SHORT-A could have been reserved alone, but the order is all or nothing.
     expect(await stockRow('SHORT-A')).toEqual({ stock_quantity: 3, reserved_stock: 0 });
 
-    const both = await t.cli(['reserve', 'SHORT-B:2', 'SHORT-A:5']);
     expect(both.code).toBe(3);
     expect(both.stdout).toBe('');
     expect(both.stderr).toBe('error: Insufficient stock: SHORT-A (requested 5, available 3), SHORT-B (requested 2, available 1).\n');
@@ -577,10 +610,12 @@ describe('orders list', () => {
       expect(o.seconds_left).toBeLessThanOrEqual(900);
     }
 
-    const limited = await t.cliJson<{ orders: { ref: string }[] }>(['orders', 'list', '--status', 'pending', '--limit', '1']);
+    const [limited, bad] = await Promise.all([
+      t.cliJson<{ orders: { ref: string }[] }>(['orders', 'list', '--status', 'pending', '--limit', '1']),
+      t.cli(['orders', 'list', '--status', 'bogus']),
+    ]);
     expect(limited.json.orders.map((o) => o.ref)).toEqual(['list-2']);
 
-    const bad = await t.cli(['orders', 'list', '--status', 'bogus']);
     expect(bad.code).toBe(2);
     expect(bad.stdout).toBe('');
     expect(bad.stderr).toContain('"bogus"');
@@ -593,10 +628,12 @@ describe('orders list', () => {
     expect(cancelled.stdout).toBe(
       `cancelled  ${second.order_id}: released 1 unit(s)\ncancelled  ${first.order_id}: released 1 unit(s)\n`,
     );
-    const after = await t.cliJson(['orders', 'list', '--status', 'pending']);
+    const [after, empty] = await Promise.all([
+      t.cliJson(['orders', 'list', '--status', 'pending']),
+      t.cli(['orders', 'list', '--status', 'pending']),
+    ]);
     expect(after.code).toBe(0);
     expect(after.json).toEqual({ orders: [] });
-    const empty = await t.cli(['orders', 'list', '--status', 'pending']);
     expect(empty).toMatchObject({ code: 0, stderr: '', stdout: 'No orders match.\n' });
   });
 

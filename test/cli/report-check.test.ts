@@ -55,16 +55,16 @@ const QUIET_ALERTS: Alert[] = [
 ];
 
 beforeAll(async () => {
-  await ok(['product', 'add', 'TEE', '--name', 'T-shirt', '--price', '19.99', '--stock', '10']);
-  await ok(['product', 'add', 'MUG', '--name', 'Mug', '--price', '7.50', '--stock', '5']);
-
-  await ok(['reserve', 'TEE:2', '--ref', 'paid-1']);
-  await ok(['pay', 'paid-1', '--payment-ref', 'pi_1']);
-
-  await ok(['reserve', 'MUG:1', '--ref', 'cancel-1']);
-  await ok(['cancel', 'cancel-1', '--reason', 'customer asked']);
-
-  await ok(['reserve', 'TEE:1', '--ref', 'expire-1', '--ttl', '15m']);
+  await Promise.all([
+    ok(['product', 'add', 'TEE', '--name', 'T-shirt', '--price', '19.99', '--stock', '10']),
+    ok(['product', 'add', 'MUG', '--name', 'Mug', '--price', '7.50', '--stock', '5']),
+  ]);
+  await Promise.all([
+    ok(['reserve', 'TEE:2', '--ref', 'paid-1']),
+    ok(['reserve', 'MUG:1', '--ref', 'cancel-1']),
+    ok(['reserve', 'TEE:1', '--ref', 'expire-1', '--ttl', '15m']),
+  ]);
+  await Promise.all([ok(['pay', 'paid-1', '--payment-ref', 'pi_1']), ok(['cancel', 'cancel-1', '--reason', 'customer asked'])]);
   // Let its window pass without waiting for it (the database clock decides expiry).
   await t.sql`UPDATE orders SET payment_expires_at = now() - interval '1 minute' WHERE ref = 'expire-1'`;
   await t.sql`UPDATE stock_reservations SET expires_at = now() - interval '1 minute'
@@ -109,10 +109,9 @@ describe('report', () => {
     expect(report.sweeps.seconds_since_last_run).toBeLessThan(300);
 
     // --json gives the same document; --since changes only the window.
-    const json = await t.cliJson<typeof report>(['report']);
+    const [json, day] = await Promise.all([t.cliJson<typeof report>(['report']), t.cliJson<typeof report>(['report', '--since', '1d'])]);
     expect(json.code).toBe(0);
     expect(json.json).toEqual({ ...report, avg_seconds_to_payment: expect.any(Number), sweeps: { ...report.sweeps, seconds_since_last_run: expect.any(Number) } });
-    const day = await t.cliJson<typeof report>(['report', '--since', '1d']);
     expect(day.code).toBe(0);
     expect(day.json).toMatchObject({ window_seconds: 86400, orders_created: 3, orders_paid: 1, orders_expired: 1 });
   });
@@ -194,7 +193,7 @@ describe('report', () => {
 
 describe('check', () => {
   it('exits 0 when no rule fires, listing every rule on stdout', async () => {
-    const human = await t.cli(['check']);
+    const [human, json] = await Promise.all([t.cli(['check']), check()]);
     expect(human.code).toBe(0);
     expect(human.stderr).toBe('');
     expect(human.stdout).toBe(
@@ -207,18 +206,20 @@ describe('check', () => {
       ].join('\n'),
     );
 
-    const json = await check();
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');
     expect(json.json).toEqual({ ok: true, firing: [], alerts: QUIET_ALERTS });
   });
 
   it('CHECK_MAX_EXPIRED_PER_HOUR: fires only above the threshold', async () => {
-    const atThreshold = await check({ CHECK_MAX_EXPIRED_PER_HOUR: '1' });
+    const [atThreshold, over, human] = await Promise.all([
+      check({ CHECK_MAX_EXPIRED_PER_HOUR: '1' }),
+      check({ CHECK_MAX_EXPIRED_PER_HOUR: '0' }),
+      t.cli(['check'], { env: { CHECK_MAX_EXPIRED_PER_HOUR: '0' } }),
+    ]);
     expect(atThreshold.code).toBe(0);
     expect(atThreshold.json.firing).toEqual([]);
 
-    const over = await check({ CHECK_MAX_EXPIRED_PER_HOUR: '0' });
     expect(over.code).toBe(6);
     expect(over.stderr).toBe('');
     expect(over.json.ok).toBe(false);
@@ -231,7 +232,6 @@ describe('check', () => {
       message: '1 reservations expired in the last hour (alert above 0)',
     });
 
-    const human = await t.cli(['check'], { env: { CHECK_MAX_EXPIRED_PER_HOUR: '0' } });
     expect(human.code).toBe(6);
     expect(human.stderr).toBe('');
     expect(human.stdout.split('\n')[0]).toBe('FIRING  expired_reservations: 1 reservations expired in the last hour (alert above 0)');
@@ -240,7 +240,7 @@ describe('check', () => {
   it('low stock fires (exit 6) when a SKU has nothing left, and names it; CHECK_LOW_STOCK raises the bar', async () => {
     await ok(['stock', 'set', 'MUG', '0', '--reason', 'sold out at the fair']);
     try {
-      const res = await check();
+      const [res, human] = await Promise.all([check(), t.cli(['check'])]);
       expect(res.code).toBe(6);
       expect(res.stderr).toBe('');
       expect(res.json.firing).toEqual(['low_stock']);
@@ -251,28 +251,29 @@ describe('check', () => {
         threshold: 0,
         message: '1 SKU(s) at or below 0 available: MUG (0)',
       });
-      const human = await t.cli(['check']);
       expect(human.code).toBe(6);
       expect(human.stdout).toContain('FIRING  low_stock: 1 SKU(s) at or below 0 available: MUG (0)\n');
     } finally {
       await ok(['stock', 'set', 'MUG', '5']);
     }
-    expect((await check()).code).toBe(0);
-
     // MUG has 5 available, TEE 8.
-    const five = await check({ CHECK_LOW_STOCK: '5' });
+    const [restored, five, four, eight] = await Promise.all([
+      check(),
+      check({ CHECK_LOW_STOCK: '5' }),
+      check({ CHECK_LOW_STOCK: '4' }),
+      check({ CHECK_LOW_STOCK: '8' }),
+    ]);
+    expect(restored.code).toBe(0);
     expect(five.code).toBe(6);
     expect(five.json.alerts[3]).toMatchObject({ firing: true, value: ['MUG=5'], threshold: 5 });
-    const four = await check({ CHECK_LOW_STOCK: '4' });
     expect(four.code).toBe(0);
-    const eight = await check({ CHECK_LOW_STOCK: '8' });
     expect(eight.json.alerts[3]).toMatchObject({ firing: true, value: ['MUG=5', 'TEE=8'] });
   });
 
   it('the conflict rate fires above CHECK_MAX_CONFLICT_RATE', async () => {
     await t.sql`UPDATE orders SET reserve_attempts = 2 WHERE ref = 'paid-1'`;
     try {
-      const res = await check();
+      const [res, tolerant] = await Promise.all([check(), check({ CHECK_MAX_CONFLICT_RATE: '0.5' })]);
       expect(res.code).toBe(6);
       expect(res.json.firing).toEqual(['conflict_rate']);
       expect(res.json.alerts[1]).toEqual({
@@ -282,7 +283,6 @@ describe('check', () => {
         threshold: 0.1,
         message: '33.3 % of orders in the last hour needed a stock retry (alert above 10 %)',
       });
-      const tolerant = await check({ CHECK_MAX_CONFLICT_RATE: '0.5' });
       expect(tolerant.code).toBe(0);
     } finally {
       await t.sql`UPDATE orders SET reserve_attempts = 1 WHERE ref = 'paid-1'`;
@@ -298,7 +298,11 @@ describe('check', () => {
     expect(two.json.alerts[2]).toMatchObject({ firing: false, value: 2 });
 
     await t.sql`INSERT INTO sweep_runs (started_at, finished_at, actor, error) VALUES (now(), now(), 'cron', ${error})`;
-    const three = await check();
+    const [three, lenient, report] = await Promise.all([
+      check(),
+      check({ CHECK_MAX_FAILED_SWEEPS: '4' }),
+      t.cliJson<{ sweeps: Record<string, unknown> }>(['report']),
+    ]);
     expect(three.code).toBe(6);
     expect(three.stderr).toBe('');
     expect(three.json.firing).toEqual(['failed_sweeps']);
@@ -310,10 +314,7 @@ describe('check', () => {
       message: `3 failed sweep(s) in a row (alert at 3); last error: ${error}`,
     });
 
-    const lenient = await check({ CHECK_MAX_FAILED_SWEEPS: '4' });
     expect(lenient.code).toBe(0);
-
-    const report = await t.cliJson<{ sweeps: Record<string, unknown> }>(['report']);
     expect(report.json.sweeps).toMatchObject({ runs: 4, failed_runs: 3, consecutive_failures: 3, last_error: error });
 
     await ok(['sweep', '--dry-run']);

@@ -43,14 +43,11 @@ describe('verify on a consistent database', () => {
   it('exits 0 and says so, on stdout only', async () => {
     await addProduct('CLEAN', 7);
     await reserve(['CLEAN:2', '--ref', 'clean-1']);
-    await expectClean();
-
-    const json = await t.cliJson(['verify']);
+    const [, json, repair] = await Promise.all([expectClean(), t.cliJson(['verify']), t.cliJson(['verify', '--repair'])]);
     expect(json.code).toBe(0);
     expect(json.stderr).toBe('');
     expect(json.json).toEqual({ ok: true, violations: [], repairs: [] });
 
-    const repair = await t.cliJson(['verify', '--repair']);
     expect(repair.code).toBe(0);
     expect(repair.stderr).toBe('');
     expect(repair.json).toEqual({ ok: true, violations: [], repairs: [], remaining: [] });
@@ -63,7 +60,7 @@ describe('verify after a change made outside stockctl', () => {
     await reserve(['DRIFT:2', '--ref', 'drift-1']);
     await t.sql`UPDATE products SET reserved_stock = reserved_stock + 1, stock_quantity = stock_quantity + 3 WHERE sku = 'DRIFT'`;
 
-    const human = await t.cli(['verify']);
+    const [human, json] = await Promise.all([t.cli(['verify']), t.cliJson(['verify'])]);
     expect(human.code).toBe(6);
     expect(human.stderr).toBe('');
     expect(human.stdout).toBe(
@@ -76,7 +73,6 @@ describe('verify after a change made outside stockctl', () => {
       ].join('\n'),
     );
 
-    const json = await t.cliJson(['verify']);
     expect(json.code).toBe(6);
     expect(json.stderr).toBe('');
     expect(json.json).toEqual({
@@ -178,14 +174,13 @@ describe('verify and orders', () => {
     await t.sql`UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = ${order.order_id}`;
     const message = `order ${order.order_id} is cancelled but still holds 1 active reservation(s)`;
 
-    const human = await t.cli(['verify']);
+    const [human, json] = await Promise.all([t.cli(['verify']), t.cliJson(['verify'])]);
     expect(human.code).toBe(6);
     expect(human.stderr).toBe('');
     expect(human.stdout).toBe(
       `✗ ${message}\n1 problem(s). Run \`stockctl verify --repair\` to fix counters through the ledger.\n`,
     );
 
-    const json = await t.cliJson(['verify']);
     expect(json.code).toBe(6);
     expect(json.stderr).toBe('');
     expect(json.json).toEqual({

@@ -14,6 +14,8 @@ function prometheus(r: Report): string {
   metric('orders_created', 'Orders created in the window.', r.orders_created);
   metric('orders_paid', 'Orders created in the window and paid.', r.orders_paid);
   metric('orders_expired', 'Orders created in the window and expired unpaid.', r.orders_expired);
+  metric('orders_cancelled_by_hand', 'Orders created in the window and cancelled by hand.', r.orders_cancelled_by_hand);
+  metric('orders_pending', 'Orders created in the window still pending.', r.orders_pending);
   metric('conversion_rate', 'Paid orders out of settled orders in the window.', r.conversion_rate);
   metric('expired_reservations', 'Reservations expired in the window.', r.expired_reservations);
   metric('conflict_rate', 'Orders in the window whose reserve needed a retry.', r.conflict_rate);
