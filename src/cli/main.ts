@@ -101,7 +101,6 @@ export function buildProgram(): Command {
     .command('adjust <sku> <delta>')
     .description('add or remove units on hand, e.g. +5 or -2')
     .option('--reason <text>', 'why, recorded in the ledger')
-    .allowUnknownOption(false)
     .action(lazy('stock', 'adjust'));
 
   program
