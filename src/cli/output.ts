@@ -34,14 +34,20 @@ export interface Spinner {
   stop(): void;
 }
 
+/** A stand-in with chalk's shape whose every style returns the text unchanged. */
+function plainChalk(): ChalkInstance {
+  const identity: unknown = new Proxy((...text: unknown[]) => text.join(' '), { get: () => identity });
+  return identity as ChalkInstance;
+}
+
 const silentSpinner = (): Spinner => ({ text: '', succeed() {}, fail() {}, stop() {} });
 
 export async function createOutput(flags: { json?: boolean; verbose?: boolean; quiet?: boolean }): Promise<Output> {
   const json = Boolean(flags.json);
   const color = !json && !process.env.NO_COLOR && Boolean(process.stdout.isTTY) && process.env.TERM !== 'dumb';
   const interactive = !json && !flags.quiet && Boolean(process.stderr.isTTY);
-  const { Chalk } = await import('chalk');
-  const chalk = new Chalk({ level: color ? 1 : 0 });
+  // Without colour, chalk (and its terminal detection) is not even loaded.
+  const chalk = color ? new (await import('chalk')).Chalk({ level: 1 }) : plainChalk();
   const ora = interactive ? (await import('ora')).default : undefined;
   return {
     json,

@@ -4,8 +4,8 @@
  * pool left open keeps the process (and a cron job) alive.
  */
 import postgres from 'postgres';
-import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
-import * as schema from './schema.js';
+import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
+import type * as schema from './schema.js';
 import { DatabaseUnavailableError } from '../errors.js';
 import { errorCode, redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
@@ -79,22 +79,26 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
   }
   const sql = createClient(url, opts);
   const close = () => sql.end({ timeout: 5 });
+  // Connect and check the schema while drizzle loads: the two overlap.
+  const checked =
+    opts.requireMigrated !== false ? whenConnected(() => schemaState(sql)).then((state) => ({ state }), (error) => ({ error })) : undefined;
+  const [{ drizzle }, tables] = await Promise.all([import('drizzle-orm/postgres-js'), import('./schema.js')]);
   try {
-    if (opts.requireMigrated !== false) {
-      const state = await whenConnected(() => schemaState(sql));
-      if (!state.migrated && embedded) {
-        // The embedded database is ours: keep it migrated. An external one never is.
-        await runMigrations(url);
-      } else if (!state.migrated) {
-        throw new DatabaseUnavailableError(
-          `The database schema is not migrated (${state.applied} of ${state.expected} migrations applied); run \`stockctl migrate\` first.`,
-          'not_migrated',
-        );
-      }
+    const outcome = await checked;
+    if (outcome && 'error' in outcome) throw outcome.error;
+    const state = outcome?.state;
+    if (state && !state.migrated && embedded) {
+      // The embedded database is ours: keep it migrated. An external one never is.
+      await runMigrations(url);
+    } else if (state && !state.migrated) {
+      throw new DatabaseUnavailableError(
+        `The database schema is not migrated (${state.applied} of ${state.expected} migrations applied); run \`stockctl migrate\` first.`,
+        'not_migrated',
+      );
     }
   } catch (err) {
     await close();
     throw toDomainError(err, redactUrl(url));
   }
-  return { db: drizzle(sql, { schema }), sql, url, embedded, close };
+  return { db: drizzle(sql, { schema: tables }), sql, url, embedded, close };
 }

@@ -39,11 +39,15 @@ export interface SchemaState {
 }
 
 async function appliedMillis(sql: postgres.Sql): Promise<Set<number>> {
-  const [{ exists }] = await sql<{ exists: boolean }[]>`
-    select to_regclass('drizzle.__drizzle_migrations') is not null as exists`;
-  if (!exists) return new Set();
-  const rows = await sql<{ created_at: string }[]>`select created_at from drizzle.__drizzle_migrations`;
-  return new Set(rows.map((r) => Number(r.created_at)));
+  try {
+    const rows = await sql<{ created_at: string }[]>`select created_at from drizzle.__drizzle_migrations`;
+    return new Set(rows.map((r) => Number(r.created_at)));
+  } catch (err) {
+    // 42P01 undefined_table, 3F000 invalid_schema_name: nothing was ever migrated.
+    const code = (err as { code?: string }).code;
+    if (code === '42P01' || code === '3F000') return new Set();
+    throw err;
+  }
 }
 
 /** How far the database's schema is from this build's migrations (one cheap query). */
