@@ -185,6 +185,7 @@ export function buildProgram(): Command {
     .option('--concurrency <c>', 'parallel connections', '20')
     .option('--skus <s>', 'number of SKUs buyers spread over', '1')
     .addOption(new Option('--strategy <name>', 'strategy to test').choices(['guarded', 'optimistic', 'locking', 'all']).default('all'))
+    .option('--mix', 'winners also pay, cancel or let their 1s window lapse while a sweep runs')
     .option('--keep', 'keep the loadtest products and orders afterwards (default: removed)')
     .addHelpText('after', examples('npx stockctl loadtest', 'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json'))
     .action(lazy('loadtest'));

@@ -9,7 +9,10 @@ import * as hdr from 'hdr-histogram-js';
 import type { Database } from '../db/client.js';
 import { InsufficientStockError } from '../errors.js';
 import { addProduct } from '../engine/catalogue.js';
-import { reserveOrder, StockConflictError, type Strategy } from '../engine/orders.js';
+import { cancelOrder, payOrder, reserveOrder, StockConflictError, type Strategy } from '../engine/orders.js';
+import { expireOrders } from '../engine/release.js';
+import { withConflictRetry } from '../engine/retry.js';
+import { RefusedError } from '../errors.js';
 import type { Settings } from '../engine/settings.js';
 import { findViolations, type Violation } from '../engine/verify.js';
 import { rows } from '../engine/stock.js';
@@ -24,6 +27,8 @@ export interface LoadtestConfig {
   actor: string;
   settings: Settings;
   signal?: AbortSignal;
+  /** Mix in pays, cancels and a concurrent sweep, with 1-second payment windows. */
+  mix?: boolean;
   onProgress?: (p: { strategy: string; done: number; total: number }) => void;
 }
 
@@ -53,6 +58,8 @@ export interface StrategyReport {
   latency_ms: LatencySummary;
   violations: Violation[];
   first_error?: string;
+  /** With --mix: what happened to the winners afterwards. */
+  mix?: { paid: number; late_pays_refused: number; cancelled: number; expired_by_sweep: number; units_sold: number };
 }
 
 export interface LoadtestReport {
@@ -150,6 +157,46 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
   let errors = 0;
   let retries = 0;
   let firstError: string | undefined;
+  const mix = { paid: 0, late_pays_refused: 0, cancelled: 0, expired_by_sweep: 0, units_sold: 0 };
+  const unexpected = (err: unknown) => {
+    errors++;
+    firstError ??= err instanceof Error ? err.message : String(err);
+  };
+  // With --mix, winners pay (half), cancel (a quarter) or walk away (a quarter) while a
+  // sweeper expires the walk-aways: every path that moves units races every other.
+  const afterWin = async (i: number, orderId: string) => {
+    const fate = i % 4;
+    try {
+      if (fate <= 1) {
+        await new Promise((resolve) => setTimeout(resolve, fate * 600));
+        const paid = await payOrder(database.db, { order: orderId, actor: cfg.actor });
+        mix.paid++;
+        mix.units_sold += paid.units_sold;
+      } else if (fate === 2) {
+        const r = await cancelOrder(database.db, { order: orderId, reason: 'loadtest', actor: cfg.actor });
+        if (r.outcome === 'cancelled') mix.cancelled++;
+      }
+    } catch (err) {
+      if (err instanceof RefusedError) mix.late_pays_refused++;
+      else unexpected(err);
+    }
+  };
+  const skus = Array.from({ length: cfg.skus }, (_, i) => skuFor(prefix, strategy, i));
+  let sweeping = cfg.mix;
+  const sweeper = (async () => {
+    while (sweeping && !cfg.signal?.aborted) {
+      try {
+        // The sweep's own expiry, scoped to this run's SKUs: real orders are never touched.
+        const expired = await withConflictRetry(() =>
+          database.db.transaction((tx) => expireOrders(tx, { due: { limit: 50, skus } }, cfg.actor)),
+        );
+        mix.expired_by_sweep += expired.orderIds.length;
+      } catch (err) {
+        unexpected(err);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
   const { h, durationMs, done } = await fire(
     cfg.buyers,
     cfg.concurrency,
@@ -157,23 +204,23 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
       try {
         const order = await reserveOrder(
           database.db,
-          { lines: [{ sku: skuFor(prefix, strategy, i % cfg.skus), quantity: cfg.quantity }], strategy, ttlSeconds: 900, actor: cfg.actor },
+          { lines: [{ sku: skuFor(prefix, strategy, i % cfg.skus), quantity: cfg.quantity }], strategy, ttlSeconds: cfg.mix ? 1 : 900, actor: cfg.actor },
           cfg.settings,
         );
         successes++;
         retries += order.retries;
+        if (cfg.mix) await afterWin(i, order.order_id);
       } catch (err) {
         if (err instanceof StockConflictError) falseRejections++;
         else if (err instanceof InsufficientStockError) rejections++;
-        else {
-          errors++;
-          firstError ??= err instanceof Error ? err.message : String(err);
-        }
+        else unexpected(err);
       }
     },
     cfg.signal,
     (n) => cfg.onProgress?.({ strategy, done: n, total: cfg.buyers }),
   );
+  sweeping = false;
+  await sweeper;
   const violations = await findViolations(database.db, `${prefix}${strategy}-`);
   const [units] = await rows<{ reserved: number; stock: number }>(
     database.db,
@@ -181,15 +228,20 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
           FROM products WHERE sku LIKE ${`${prefix}${strategy}-%`}`,
   );
   const capacity = cfg.stock * cfg.skus;
-  if (units.reserved > capacity) {
-    violations.push({ kind: 'oversell', message: `${units.reserved} units reserved out of ${capacity} in stock` });
+  const sold = capacity - units.stock;
+  if (units.reserved + sold > capacity) {
+    violations.push({ kind: 'oversell', message: `${units.reserved} units reserved and ${sold} sold out of ${capacity} in stock` });
   }
-  if (units.reserved !== successes * cfg.quantity) {
+  if (sold !== mix.units_sold) {
+    violations.push({ kind: 'units_mismatch', message: `${mix.units_sold} units paid for but on hand fell by ${sold}` });
+  }
+  if (!cfg.mix && units.reserved !== successes * cfg.quantity) {
     violations.push({ kind: 'units_mismatch', message: `${successes} successful orders but ${units.reserved} units reserved` });
   }
   // With one unit each, every buyer up to the stock must win. Optimistic locking is the
   // seed design's known weakness here: its false rejections are reported, not hidden.
-  const expected = cfg.quantity === 1 && done === cfg.buyers ? Math.min(cfg.buyers, capacity) : null;
+  // (With --mix, cancelled and expired units go back on sale, so winners may exceed it.)
+  const expected = !cfg.mix && cfg.quantity === 1 && done === cfg.buyers ? Math.min(cfg.buyers, capacity) : null;
   if (expected !== null && strategy !== 'optimistic' && successes !== expected) {
     violations.push({ kind: 'false_rejection', message: `${successes} of ${cfg.buyers} buyers won, expected exactly ${expected}` });
   }
@@ -203,6 +255,7 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
     errors,
     retries,
     units_reserved: units.reserved,
+    ...(cfg.mix ? { mix } : {}),
     expected_successes: expected,
     duration_ms: Math.round(durationMs),
     throughput_rps: Math.round((done / durationMs) * 1000),
@@ -231,6 +284,7 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
   const runId = randomBytes(4).toString('hex');
   // Loadtest SKUs live under their own prefix so they never touch real catalogue rows.
   const prefix = `loadtest-${runId}-`;
+  let failed = false;
   try {
     const baseline = await measureBareUpdate(database, prefix, cfg);
     const strategies: StrategyReport[] = [];
@@ -248,7 +302,13 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
       ok: strategies.every((s) => s.violations.length === 0),
       interrupted: Boolean(cfg.signal?.aborted),
     };
+  } catch (err) {
+    failed = true;
+    throw err;
   } finally {
-    if (!opts.keep) await cleanUp(database, prefix).catch(() => {});
+    // A cleanup failure is reported, unless the run itself already failed.
+    if (!opts.keep) await cleanUp(database, prefix).catch((err) => {
+      if (!failed) throw err;
+    });
   }
 }

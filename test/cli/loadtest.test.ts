@@ -133,4 +133,40 @@ describe('loadtest', () => {
     expect(strategy.stderr).toContain('yolo');
     expect(await leftovers()).toEqual(before);
   });
+
+  it('--mix: winners pay, cancel or lapse under a sweep; sold + reserved never exceed the stock, a real pending order is untouched', async () => {
+    // A real order past its window: the loadtest's sweep must leave it for the real sweep.
+    expect((await t.cli(['product', 'add', 'REAL2', '--name', 'Real', '--stock', '3'])).code).toBe(0);
+    expect((await t.cli(['reserve', 'REAL2:1', '--ref', 'real-order', '--ttl', '1s'])).code).toBe(0);
+    await t.sql`UPDATE orders SET payment_expires_at = now() - interval '1 minute' WHERE ref = 'real-order'`;
+    await t.sql`UPDATE stock_reservations SET expires_at = now() - interval '1 minute'
+                 WHERE order_id = (SELECT order_id FROM orders WHERE ref = 'real-order')`;
+
+    const before = await leftovers();
+    const res = await t.cliJson<LoadtestReport & { strategies: (StrategyReport & { mix: Record<string, number> })[] }>(
+      ['loadtest', '--mix', '--buyers', '80', '--stock', '20', '--concurrency', '8', '--strategy', 'guarded'],
+      { timeoutMs: 60_000 },
+    );
+    expect(res.code, res.stdout).toBe(0);
+    expect(res.stderr).toBe('');
+    const [guarded] = res.json.strategies;
+    expect(guarded.violations).toEqual([]);
+    expect(guarded.errors).toBe(0);
+    expect(guarded.successes + guarded.rejections + guarded.false_rejections).toBe(80);
+    // Every paid unit is a unit sold, and at least the first winners pay at once.
+    expect(guarded.mix.paid).toBeGreaterThan(0);
+    expect(guarded.mix.units_sold).toBe(guarded.mix.paid);
+    expect(guarded.mix.units_sold + guarded.units_reserved).toBeLessThanOrEqual(20);
+
+    const [real] = await t.sql`SELECT status FROM orders WHERE ref = 'real-order'`;
+    expect(real.status).toBe('pending');
+    // Nothing of its own left behind (an earlier --keep run may have left its own rows).
+    const after = await leftovers();
+    expect(after).toMatchObject({
+      products: before.products,
+      movements: before.movements,
+      reservations: before.reservations,
+      order_items: before.order_items,
+    });
+  });
 });

@@ -11,6 +11,7 @@ interface Flags {
   skus: string;
   strategy: Strategy | 'all';
   keep?: boolean;
+  mix?: boolean;
 }
 
 export default async function loadtest(ctx: CommandContext, flags: Flags) {
@@ -24,6 +25,7 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     actor: ctx.actor,
     settings: ctx.settings,
     signal: ctx.signal,
+    mix: Boolean(flags.mix),
   };
   const database = await ctx.openDb({ application: 'stockctl-loadtest', max: cfg.concurrency });
   const { runLoadtest } = await import('../../loadtest/run.js');
@@ -60,7 +62,13 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
         { align: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'] },
       ),
     );
-    for (const s of report.strategies) for (const v of s.violations) ctx.out.line(chalk.red(`${s.strategy}: ${v.message}`));
+    for (const s of report.strategies) {
+      if (s.mix) {
+        const m = s.mix;
+        ctx.out.line(`${s.strategy}: ${m.paid} paid (${m.units_sold} units sold), ${m.cancelled} cancelled, ${m.expired_by_sweep} expired by the sweep, ${m.late_pays_refused} late pays refused`);
+      }
+      for (const v of s.violations) ctx.out.line(chalk.red(`${s.strategy}: ${v.message}`));
+    }
     if (report.ok) ctx.out.line(chalk.green('No oversell, no false rejection by guarded/locking, every invariant holds.'));
   });
   if (report.interrupted) return 130;
