@@ -167,6 +167,9 @@ export const stockReservations = pgTable(
   },
   (t) => [
     index('stock_reservations_order_idx').on(t.orderId),
+    // Foreign-key targets need an index on the referencing side, or deleting the parent
+    // (loadtest cleanup) scans this table once per row.
+    index('stock_reservations_order_item_idx').on(t.orderItemId),
     index('stock_reservations_active_expiry_idx').on(t.expiresAt).where(sql`status = 'active'`),
     index('stock_reservations_active_sku_idx').on(t.sku).where(sql`status = 'active'`),
     check('stock_reservations_quantity_positive', sql`${t.quantity} > 0`),
@@ -196,6 +199,7 @@ export const stockMovements = pgTable(
   (t) => [
     index('stock_movements_sku_idx').on(t.sku),
     index('stock_movements_order_idx').on(t.orderId),
+    index('stock_movements_reservation_idx').on(t.reservationId),
     index('stock_movements_created_idx').on(t.createdAt),
   ],
 );

@@ -52,15 +52,17 @@ export async function findViolations(db: Db | Tx, skuPrefix?: string): Promise<V
       v('counter_bounds', `counters out of bounds (on hand ${a.stock_quantity}, reserved ${a.reserved_stock})`);
   }
   const orderFilter = skuPrefix
-    ? sql`AND EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.order_id AND i.sku LIKE ${`${skuPrefix.replace(/[\\%_]/g, '\\$&')}%`})`
+    ? sql`AND o.order_id IN (SELECT order_id FROM order_items WHERE sku LIKE ${`${skuPrefix.replace(/[\\%_]/g, '\\$&')}%`})`
     : sql``;
+  // Set-based on purpose: right after a bulk load the statistics are stale, and a
+  // correlated subquery per order turned into a quadratic nested loop.
   const orders = await rows<{ order_id: string; status: string; active: number }>(
     db,
-    sql`SELECT o.order_id, o.status,
-               (SELECT count(*) FROM stock_reservations r WHERE r.order_id = o.order_id AND r.status = 'active')::int AS active
+    sql`SELECT o.order_id, o.status, coalesce(a.active, 0)::int AS active
           FROM orders o
-         WHERE ((o.status = 'pending' AND NOT EXISTS (SELECT 1 FROM stock_reservations r WHERE r.order_id = o.order_id AND r.status = 'active'))
-             OR (o.status <> 'pending' AND EXISTS (SELECT 1 FROM stock_reservations r WHERE r.order_id = o.order_id AND r.status = 'active')))
+          LEFT JOIN (SELECT order_id, count(*) AS active FROM stock_reservations
+                      WHERE status = 'active' GROUP BY order_id) a ON a.order_id = o.order_id
+         WHERE ((o.status = 'pending' AND a.active IS NULL) OR (o.status <> 'pending' AND a.active > 0))
            ${orderFilter}
          LIMIT 1000`,
   );

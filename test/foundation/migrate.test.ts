@@ -94,6 +94,7 @@ describe('stockctl migrate', () => {
     const later = Math.max(...journal.map((e) => e.when)) + 60_000;
     await damaged.sql`DELETE FROM drizzle.__drizzle_migrations WHERE created_at = ${first.when}`;
     await damaged.sql`INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ('later-migration', ${later})`;
+    const recordedBefore = await recordedMigrations(damaged);
 
     const human = await runCli(['migrate'], { databaseUrl: damaged.url });
     expect(human.code, human.stderr).toBe(7);
@@ -107,7 +108,9 @@ describe('stockctl migrate', () => {
     expect(json.stderr).toBe('');
 
     // Nothing was applied or recorded.
-    expect(await recordedMigrations(damaged)).toEqual([later]);
+    expect(await recordedMigrations(damaged)).toEqual(recordedBefore);
+    expect(recordedBefore).toContain(later);
+    expect(recordedBefore).not.toContain(first.when);
   });
 });
 

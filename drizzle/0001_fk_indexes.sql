@@ -1,0 +1,2 @@
+CREATE INDEX "stock_movements_reservation_idx" ON "stock_movements" USING btree ("reservation_id");--> statement-breakpoint
+CREATE INDEX "stock_reservations_order_item_idx" ON "stock_reservations" USING btree ("order_item_id");
