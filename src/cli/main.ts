@@ -110,6 +110,8 @@ export function buildProgram(): Command {
     .option('--ref <key>', 'external reference; repeating it returns the same order (idempotent)')
     .option('--ttl <duration>', 'payment window, e.g. 90s, 15m, 2h (default PAYMENT_TIMEOUT_MINUTES)')
     .addOption(new Option('--strategy <name>', 'how stock is claimed').choices(['guarded', 'optimistic', 'locking']).default('guarded'))
+    .option('--max-retries <n>', 'optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, 3)')
+    .option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)')
     .addHelpText('after', examples('stockctl reserve TEE:1', 'stockctl reserve TEE:2 MUG:1 --customer c42 --ref cart-9f1 --ttl 30m --json'))
     .action(lazy('orders', 'reserve'));
 
@@ -185,6 +187,8 @@ export function buildProgram(): Command {
     .option('--concurrency <c>', 'parallel connections', '20')
     .option('--skus <s>', 'number of SKUs buyers spread over', '1')
     .addOption(new Option('--strategy <name>', 'strategy to test').choices(['guarded', 'optimistic', 'locking', 'all']).default('all'))
+    .option('--max-retries <n>', 'optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, 3)')
+    .option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)')
     .option('--mix', 'winners also pay, cancel or let their 1s window lapse while a sweep runs')
     .option('--keep', 'keep the loadtest products and orders afterwards (default: removed)')
     .addHelpText('after', examples('npx stockctl loadtest', 'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json'))

@@ -51,6 +51,11 @@ export function parseCount(raw: string, what: string, max = 1_000_000): number {
   return parseWhole(raw, what, 1, max);
 }
 
+/** `--max-retries` (1 or more) and `--retry-backoff` (0 or more milliseconds). */
+export function parseRetrySetting(raw: string, what: string): number {
+  return parseWhole(raw, what, what === '--max-retries' ? 1 : 0, 60_000);
+}
+
 /** Decimal money ("19.99", "5") to integer minor units (1999, 500). */
 export function parsePrice(raw: string): number {
   const text = String(raw).trim();

@@ -35,3 +35,16 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   }
   return settings;
 }
+
+/** Flags over environment: `--max-retries` and `--retry-backoff` for the optimistic strategy. */
+export function withRetryFlags(
+  settings: Settings,
+  flags: { maxRetries?: string; retryBackoff?: string },
+  parse: (raw: string, what: string) => number,
+): Settings {
+  return {
+    ...settings,
+    ...(flags.maxRetries !== undefined ? { maxStockRetryAttempts: parse(flags.maxRetries, '--max-retries') } : {}),
+    ...(flags.retryBackoff !== undefined ? { stockRetryBackoffMs: parse(flags.retryBackoff, '--retry-backoff') } : {}),
+  };
+}

@@ -1,5 +1,6 @@
 import type { CommandContext } from '../run.js';
-import { parseCount, parseQuantity, parseStockLevel } from '../../engine/input.js';
+import { parseCount, parseQuantity, parseRetrySetting, parseStockLevel } from '../../engine/input.js';
+import { withRetryFlags } from '../../engine/settings.js';
 import { STRATEGIES, type Strategy } from '../../engine/orders.js';
 import type { StrategyReport } from '../../loadtest/run.js';
 
@@ -12,6 +13,8 @@ interface Flags {
   strategy: Strategy | 'all';
   keep?: boolean;
   mix?: boolean;
+  maxRetries?: string;
+  retryBackoff?: string;
 }
 
 export default async function loadtest(ctx: CommandContext, flags: Flags) {
@@ -23,7 +26,7 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     skus: parseCount(flags.skus, '--skus', 1000),
     strategies: flags.strategy === 'all' ? STRATEGIES : [flags.strategy],
     actor: ctx.actor,
-    settings: ctx.settings,
+    settings: withRetryFlags(ctx.settings, flags, parseRetrySetting),
     signal: ctx.signal,
     mix: Boolean(flags.mix),
   };

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { CommandContext } from '../run.js';
-import { formatPrice, parseCount, parseDuration, parseOrderLines, parseText } from '../../engine/input.js';
+import { formatPrice, parseCount, parseDuration, parseOrderLines, parseRetrySetting, parseText } from '../../engine/input.js';
+import { withRetryFlags } from '../../engine/settings.js';
 import { InvalidInputError, StockctlError } from '../../errors.js';
 import type { Strategy } from '../../engine/orders.js';
 
@@ -20,8 +21,9 @@ function parseOrderKey(raw: string): string {
 export async function reserve(
   ctx: CommandContext,
   items: string[],
-  flags: { customer?: string; ref?: string; ttl?: string; strategy?: Strategy },
+  flags: { customer?: string; ref?: string; ttl?: string; strategy?: Strategy; maxRetries?: string; retryBackoff?: string },
 ) {
+  const settings = withRetryFlags(ctx.settings, flags, parseRetrySetting);
   const input = {
     lines: parseOrderLines(items),
     customerId: parseText(flags.customer, 'customer id', 200),
@@ -32,7 +34,7 @@ export async function reserve(
   };
   const { db } = await ctx.openDb({ application: 'stockctl-reserve', max: 1 });
   const { reserveOrder } = await import('../../engine/orders.js');
-  const order = await reserveOrder(db, input, ctx.settings);
+  const order = await reserveOrder(db, input, settings);
   ctx.out.result(order, () => {
     const { chalk } = ctx.out;
     const what = order.items.map((i) => `${i.sku}×${i.quantity}`).join(', ');
