@@ -75,7 +75,7 @@ export function buildProgram(): Command {
     .command('add <sku>')
     .description('add a product, or a variant of one with --parent')
     .requiredOption('--name <name>', 'display name')
-    .option('--price <amount>', 'unit price as a decimal amount, e.g. 19.99', '0')
+    .option('--price <amount>', "unit price as a decimal amount, e.g. 19.99 (default 0, or the parent's price for a variant)")
     .option('--stock <n>', 'initial units on hand', '0')
     .option('--parent <sku>', 'make this a variant of product <sku>')
     .addHelpText(

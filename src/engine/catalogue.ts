@@ -37,7 +37,8 @@ export function toStockItem(row: StockRow): StockItem {
 export interface AddProductInput {
   sku: string;
   name: string;
-  price: number;
+  /** Minor units; when omitted, 0 for a product and the parent's price for a variant. */
+  price?: number;
   stock: number;
   parentSku?: string;
   actor: string;
@@ -64,10 +65,11 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
 
     let productId: string;
     let variantId: string | null = null;
+    let price = input.price ?? 0;
     if (input.parentSku) {
-      const [parent] = await rows<{ productId: string; stock: number; reserved: number; variants: number }>(
+      const [parent] = await rows<{ productId: string; price: number; stock: number; reserved: number; variants: number }>(
         tx,
-        sql`SELECT product_id AS "productId", stock_quantity AS stock, reserved_stock AS reserved,
+        sql`SELECT product_id AS "productId", price, stock_quantity AS stock, reserved_stock AS reserved,
                    (SELECT count(*)::int FROM product_variants v WHERE v.product_id = p.product_id) AS variants
               FROM products p WHERE sku = ${input.parentSku} FOR UPDATE`,
       );
@@ -84,16 +86,17 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
         );
       }
       productId = parent.productId;
+      price = input.price ?? parent.price;
       const [variant] = await rows<{ variantId: string }>(
         tx,
         sql`INSERT INTO product_variants (product_id, sku, name, price)
-            VALUES (${productId}, ${input.sku}, ${input.name}, ${input.price}) RETURNING variant_id AS "variantId"`,
+            VALUES (${productId}, ${input.sku}, ${input.name}, ${price}) RETURNING variant_id AS "variantId"`,
       );
       variantId = variant.variantId;
     } else {
       const [product] = await rows<{ productId: string }>(
         tx,
-        sql`INSERT INTO products (sku, name, price) VALUES (${input.sku}, ${input.name}, ${input.price})
+        sql`INSERT INTO products (sku, name, price) VALUES (${input.sku}, ${input.name}, ${price})
             RETURNING product_id AS "productId"`,
       );
       productId = product.productId;
@@ -111,7 +114,7 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
       product_id: productId,
       variant_id: variantId,
       parent_sku: input.parentSku ?? null,
-      price: input.price,
+      price,
       ...toStockItem(row),
     };
   });

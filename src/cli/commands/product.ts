@@ -4,7 +4,7 @@ import { formatPrice } from '../../engine/input.js';
 
 interface AddFlags {
   name: string;
-  price: string;
+  price?: string;
   stock: string;
   parent?: string;
 }
@@ -13,7 +13,7 @@ export async function add(ctx: CommandContext, skuArg: string, flags: AddFlags) 
   const input = {
     sku: parseSku(skuArg),
     name: parseText(flags.name, 'name', 200) ?? '',
-    price: parsePrice(flags.price),
+    price: flags.price === undefined ? undefined : parsePrice(flags.price),
     stock: parseStockLevel(flags.stock, 'initial stock'),
     parentSku: flags.parent === undefined ? undefined : parseSku(flags.parent),
     actor: ctx.actor,
