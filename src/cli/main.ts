@@ -38,6 +38,12 @@ function lazy(file: string, exportName = 'default'): Action {
   };
 }
 
+/** The optimistic strategy's settings as flags, for reserve and loadtest. */
+const MAX_RETRIES = () =>
+  new Option('--max-retries <n>', 'optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, 3)');
+const RETRY_BACKOFF = () =>
+  new Option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)');
+
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
 }
@@ -110,8 +116,8 @@ export function buildProgram(): Command {
     .option('--ref <key>', 'external reference; repeating it returns the same order (idempotent)')
     .option('--ttl <duration>', 'payment window, e.g. 90s, 15m, 2h (default PAYMENT_TIMEOUT_MINUTES)')
     .addOption(new Option('--strategy <name>', 'how stock is claimed').choices(['guarded', 'optimistic', 'locking']).default('guarded'))
-    .option('--max-retries <n>', 'optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, 3)')
-    .option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)')
+    .addOption(MAX_RETRIES())
+    .addOption(RETRY_BACKOFF())
     .addHelpText('after', examples('stockctl reserve TEE:1', 'stockctl reserve TEE:2 MUG:1 --customer c42 --ref cart-9f1 --ttl 30m --json'))
     .action(lazy('orders', 'reserve'));
 
@@ -187,8 +193,8 @@ export function buildProgram(): Command {
     .option('--concurrency <c>', 'parallel connections', '20')
     .option('--skus <s>', 'number of SKUs buyers spread over', '1')
     .addOption(new Option('--strategy <name>', 'strategy to test').choices(['guarded', 'optimistic', 'locking', 'all']).default('all'))
-    .option('--max-retries <n>', 'optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, 3)')
-    .option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)')
+    .addOption(MAX_RETRIES())
+    .addOption(RETRY_BACKOFF())
     .option('--mix', 'winners also pay, cancel or let their 1s window lapse while a sweep runs')
     .option('--keep', 'keep the loadtest products and orders afterwards (default: removed)')
     .addHelpText('after', examples('npx stockctl loadtest', 'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json'))

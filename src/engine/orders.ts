@@ -28,7 +28,7 @@ import {
   type StockRow,
   type Tx,
 } from './stock.js';
-import { convertReservations, expireOrders, releaseReservations, TIMEOUT_NOTE } from './release.js';
+import { convertReservations, expireOrders, releaseReservations } from './release.js';
 import { sleep, withConflictRetry } from './retry.js';
 
 export type Strategy = 'guarded' | 'optimistic' | 'locking';
@@ -654,4 +654,3 @@ export async function extendOrder(db: Db, input: { order: string; ttlSeconds: nu
   );
 }
 
-export { TIMEOUT_NOTE };

@@ -21,15 +21,18 @@ export interface OrderSummary {
 
 const iso = (column: string) => sql.raw(`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
 
+/** The OrderSummary columns, shared by the list and the full view of one order. */
+const summaryColumns = () => sql`order_id, ref, customer_id, status, payment_status, total::float8 AS total, item_count,
+               ${iso('created_at')} AS created_at, ${iso('payment_expires_at')} AS payment_expires_at,
+               CASE WHEN status = 'pending' THEN floor(extract(epoch FROM payment_expires_at - now()))::int END AS seconds_left`;
+
 export async function listOrders(db: Db, input: { status?: string; limit?: number }): Promise<OrderSummary[]> {
   if (input.status && !(ORDER_STATUSES as readonly string[]).includes(input.status)) {
     throw new InvalidInputError(`Invalid status "${input.status}": use one of ${ORDER_STATUSES.join(', ')}.`);
   }
   return rows<OrderSummary>(
     db,
-    sql`SELECT order_id, ref, customer_id, status, payment_status, total::float8 AS total, item_count,
-               ${iso('created_at')} AS created_at, ${iso('payment_expires_at')} AS payment_expires_at,
-               CASE WHEN status = 'pending' THEN floor(extract(epoch FROM payment_expires_at - now()))::int END AS seconds_left
+    sql`SELECT ${summaryColumns()}
           FROM orders
          ${input.status ? sql`WHERE status = ${input.status}` : sql``}
          ORDER BY created_at DESC, order_id
@@ -56,9 +59,7 @@ export async function showOrder(db: Db, key: string): Promise<OrderDetail> {
   const { orderId } = await findOrder(db, key);
   const [order] = await rows<OrderDetail>(
     db,
-    sql`SELECT order_id, ref, customer_id, status, payment_status, total::float8 AS total, item_count,
-               ${iso('created_at')} AS created_at, ${iso('payment_expires_at')} AS payment_expires_at,
-               CASE WHEN status = 'pending' THEN floor(extract(epoch FROM payment_expires_at - now()))::int END AS seconds_left,
+    sql`SELECT ${summaryColumns()},
                ${iso('paid_at')} AS paid_at, payment_ref, ${iso('cancelled_at')} AS cancelled_at, cancel_reason,
                cancelled_by, admin_notes, reserve_attempts, strategy, created_by
           FROM orders WHERE order_id = ${orderId}`,

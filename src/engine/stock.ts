@@ -65,13 +65,15 @@ export async function rows<T>(tx: Tx, query: SQL): Promise<T[]> {
   return (await prepared.execute()) as T[];
 }
 
-const STOCK_ROW_COLUMNS = sql.raw(`product_id AS "productId", variant_id AS "variantId", sku, name, price,
+/** The StockRow columns; products have no variant_id column of their own. */
+const stockRowColumns = (variantId = 'variant_id') =>
+  sql.raw(`product_id AS "productId", ${variantId} AS "variantId", sku, name, price,
   stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", version, in_stock AS "inStock"`);
 
 /** Read stock rows by SKU (no lock), in SKU order. */
 export async function readStockRows(tx: Tx, skus?: string[]): Promise<StockRow[]> {
   const where = skus ? sql`WHERE sku = ANY(${toTextArray(skus)})` : sql``;
-  return rows<StockRow>(tx, sql`SELECT ${STOCK_ROW_COLUMNS} FROM stock_items ${where} ORDER BY sku`);
+  return rows<StockRow>(tx, sql`SELECT ${stockRowColumns()} FROM stock_items ${where} ORDER BY sku`);
 }
 
 /**
@@ -84,8 +86,7 @@ export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]>
   const list = toTextArray([...new Set(skus)]);
   const products = await rows<StockRow>(
     tx,
-    sql`SELECT product_id AS "productId", NULL::uuid AS "variantId", sku, name, price,
-               stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", version, in_stock AS "inStock"
+    sql`SELECT ${stockRowColumns('NULL::uuid')}
           FROM products p
          WHERE sku = ANY(${list})
            AND NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
@@ -94,8 +95,7 @@ export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]>
   if (products.length === new Set(skus).size) return products;
   const variants = await rows<StockRow>(
     tx,
-    sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, name, price,
-               stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", version, in_stock AS "inStock"
+    sql`SELECT ${stockRowColumns()}
           FROM product_variants WHERE sku = ANY(${list}) ORDER BY sku FOR NO KEY UPDATE`,
   );
   return [...products, ...variants];
