@@ -7,7 +7,7 @@ import postgres from 'postgres';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import type * as schema from './schema.js';
 import { DatabaseUnavailableError } from '../errors.js';
-import { errorCode, redactUrl, toDomainError } from './errors.js';
+import { BUSY_SERVER_WAIT_S, errorCode, redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
@@ -50,19 +50,18 @@ export function createClient(url: string, opts: Pick<OpenOptions, 'application' 
   });
 }
 
-/**
- * A full server ("too many clients") or one still starting up is a passing state when a
- * hundred short-lived stockctl processes start at once: wait a little and try again.
- */
+/** Waits out a full server or one still starting up (see BUSY_SERVER_WAIT_S). */
 async function whenConnected<T>(first: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + CONNECT_TIMEOUT_S * 1000;
-  for (;;) {
+  const deadline = Date.now() + BUSY_SERVER_WAIT_S * 1000;
+  for (let attempt = 1; ; attempt++) {
     try {
       return await first();
     } catch (err) {
       const code = errorCode(err);
       if ((code !== '53300' && code !== '57P03') || Date.now() > deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200));
+      // Jittered and growing, so that waiting processes do not retry in step.
+      const pause = Math.min(1000, 50 * attempt) * (0.5 + Math.random());
+      await new Promise((resolve) => setTimeout(resolve, pause));
     }
   }
 }

@@ -5,6 +5,14 @@
  */
 import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
 
+/**
+ * Seconds a command waits for a slot on a full server ("too many clients") or one still
+ * starting up. Both answer at once, so this is not a hang: when a hundred buyers start
+ * together against max_connections = 100, the last few must wait for the first to finish,
+ * which on a busy machine takes longer than the connect timeout.
+ */
+export const BUSY_SERVER_WAIT_S = 30;
+
 /** postgres.js codes for connections that never came up or went away. */
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
@@ -80,6 +88,11 @@ export function toDomainError(err: unknown, where?: string): unknown {
             : code?.startsWith('28')
               ? 'rejected the credentials'
               : `is unavailable (${code})`;
+    if (code === '53300') {
+      return new DatabaseUnavailableError(
+        `The database${target} stayed full (too many connections) for ${BUSY_SERVER_WAIT_S} s; retry later, or raise its max_connections.`,
+      );
+    }
     return new DatabaseUnavailableError(
       `The database${target} ${why}; check DATABASE_URL and that the server is running, then retry.`,
     );

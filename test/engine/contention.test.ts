@@ -33,7 +33,10 @@ function cliTally(results: CliResult[]): Record<string, number> {
     let code = `exit ${r.code}`;
     if (r.code !== 0) {
       try {
-        code += ` ${(JSON.parse(r.stdout) as { error: { code: string } }).error.code}`;
+        const { error } = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+        code += ` ${error.code}`;
+        // Anything but the expected refusal carries its message, so a failure explains itself.
+        if (error.code !== 'insufficient_stock') code += `: ${error.message}`;
       } catch {
         code += ` (no JSON: ${r.stdout.slice(0, 200)} ${r.stderr.slice(0, 300)})`;
       }
@@ -98,12 +101,13 @@ describe('the last units', () => {
     expect(await invariantViolations(t.sql)).toEqual([]);
   }, 120_000);
 
-  it('up to 100 separate `stockctl reserve SKU:1` processes for the last unit: exactly 1 exits 0', async () => {
+  // A hundred processes, whatever the server has free: with max_connections = 100 the last
+  // few find it full and must wait for a slot (BUSY_SERVER_WAIT_S), not give up with exit 7.
+  it('100 separate `stockctl reserve SKU:1` processes for the last unit: exactly 1 exits 0, even on a full server', async () => {
     const sku = 'LAST1-CLI';
     await addProducts(t.db, { [sku]: 1 });
     const results = await withConnectionBudget('exclusive', async () => {
-      const n = Math.min(100, await freeConnections(t.sql));
-      expect(n).toBeGreaterThanOrEqual(50);
+      const n = 100;
       const started = Date.now();
       const r = await runCliTogether(
         Array.from({ length: n }, (_, i) => ({
