@@ -78,6 +78,11 @@ export function toDomainError(err: unknown, where?: string): unknown {
   if (isConnectionFailure(err)) {
     const code = errorCode(err);
     const target = where ? ` at ${where}` : '';
+    if (code === '53300') {
+      return new DatabaseUnavailableError(
+        `The database${target} is full (too many connections); retry later, or raise its max_connections.`,
+      );
+    }
     const why =
       code === 'CONNECT_TIMEOUT'
         ? 'did not answer in time'
@@ -88,11 +93,6 @@ export function toDomainError(err: unknown, where?: string): unknown {
             : code?.startsWith('28')
               ? 'rejected the credentials'
               : `is unavailable (${code})`;
-    if (code === '53300') {
-      return new DatabaseUnavailableError(
-        `The database${target} stayed full (too many connections) for ${BUSY_SERVER_WAIT_S} s; retry later, or raise its max_connections.`,
-      );
-    }
     return new DatabaseUnavailableError(
       `The database${target} ${why}; check DATABASE_URL and that the server is running, then retry.`,
     );
