@@ -7,7 +7,7 @@ import postgres from 'postgres';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import type * as schema from './schema.js';
 import { DatabaseUnavailableError } from '../errors.js';
-import { BUSY_SERVER_WAIT_S, errorCode, redactUrl, toDomainError } from './errors.js';
+import { errorCode, redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
@@ -49,6 +49,14 @@ export function createClient(url: string, opts: Pick<OpenOptions, 'application' 
     connection,
   });
 }
+
+/**
+ * Seconds a command waits for a slot on a full server ("too many clients") or one still
+ * starting up. Both answer at once, so this is not a hang: when a hundred buyers start
+ * together against max_connections = 100, the last few must wait for the first to finish,
+ * which on a busy machine takes longer than the connect timeout.
+ */
+export const BUSY_SERVER_WAIT_S = 30;
 
 /** Waits out a full server or one still starting up (see BUSY_SERVER_WAIT_S). */
 async function whenConnected<T>(first: () => Promise<T>): Promise<T> {

@@ -5,14 +5,6 @@
  */
 import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
 
-/**
- * Seconds a command waits for a slot on a full server ("too many clients") or one still
- * starting up. Both answer at once, so this is not a hang: when a hundred buyers start
- * together against max_connections = 100, the last few must wait for the first to finish,
- * which on a busy machine takes longer than the connect timeout.
- */
-export const BUSY_SERVER_WAIT_S = 30;
-
 /** postgres.js codes for connections that never came up or went away. */
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
