@@ -74,17 +74,14 @@ function warnIfDistIsStale(): void {
   if (!fs.existsSync(main)) {
     throw new Error('dist/cli/main.js is missing: run `npm run build` first (`npm test` does it for you).');
   }
+  // dist/ is one bundle of src/: stale when any source file is newer than its entry.
+  const builtAt = fs.statSync(main).mtimeMs;
   const stale: string[] = [];
   const walk = (dir: string) => {
     for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
       const file = path.join(dir, entry.name);
       if (entry.isDirectory()) walk(file);
-      else if (entry.name.endsWith('.ts')) {
-        const built = path.join(ROOT, 'dist', path.relative(path.join(ROOT, 'src'), file)).replace(/\.ts$/, '.js');
-        if (!fs.existsSync(built) || fs.statSync(built).mtimeMs < fs.statSync(file).mtimeMs) {
-          stale.push(path.relative(ROOT, file));
-        }
-      }
+      else if (entry.name.endsWith('.ts') && fs.statSync(file).mtimeMs > builtAt) stale.push(path.relative(ROOT, file));
     }
   };
   walk(path.join(ROOT, 'src'));
