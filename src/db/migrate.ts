@@ -5,9 +5,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import postgres from 'postgres';
+import type postgres from 'postgres';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { DatabaseUnavailableError } from '../errors.js';
+import { createClient, whenConnected } from './connect.js';
 
 /** Resolved from this module, not the working directory: cron runs in $HOME. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -67,15 +68,10 @@ export async function schemaState(sql: postgres.Sql): Promise<SchemaState> {
 export async function runMigrations(url: string, opts: { dryRun?: boolean } = {}): Promise<MigrationPlan> {
   const migrations = readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
   const journal = readJournal();
-  const sql = postgres(url, {
-    max: 1,
-    connect_timeout: 5,
-    onnotice: () => {},
-    connection: { application_name: 'stockctl-migrate' },
-  });
+  const sql = createClient(url, { max: 1, application: 'stockctl-migrate' });
   try {
-    if (!opts.dryRun) await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
-    const applied = await appliedMillis(sql);
+    if (!opts.dryRun) await whenConnected(() => sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`);
+    const applied = await whenConnected(() => appliedMillis(sql));
     const plan: MigrationPlan = { applied: [], pending: [] };
     // Anything recorded as applied (even by a newer stockctl) makes every older,
     // unapplied migration a gap that must not be skipped silently.
