@@ -119,6 +119,18 @@ export const orders = pgTable(
   ],
 );
 
+/**
+ * The stock row an order line, reservation or ledger entry is about: its product, its
+ * variant when it is one, and the SKU as it was (kept for reading the history).
+ */
+const stockRowRef = {
+  productId: uuid('product_id')
+    .notNull()
+    .references((): AnyPgColumn => products.productId),
+  variantId: uuid('variant_id').references((): AnyPgColumn => productVariants.variantId),
+  sku: text('sku').notNull(),
+};
+
 export const orderItems = pgTable(
   'order_items',
   {
@@ -126,11 +138,7 @@ export const orderItems = pgTable(
     orderId: uuid('order_id')
       .notNull()
       .references(() => orders.orderId),
-    productId: uuid('product_id')
-      .notNull()
-      .references(() => products.productId),
-    variantId: uuid('variant_id').references(() => productVariants.variantId),
-    sku: text('sku').notNull(),
+    ...stockRowRef,
     name: text('name').notNull(),
     unitPrice: integer('unit_price').notNull(),
     quantity: integer('quantity').notNull(),
@@ -153,11 +161,7 @@ export const stockReservations = pgTable(
     orderItemId: uuid('order_item_id')
       .notNull()
       .references(() => orderItems.orderItemId),
-    productId: uuid('product_id')
-      .notNull()
-      .references(() => products.productId),
-    variantId: uuid('variant_id').references(() => productVariants.variantId),
-    sku: text('sku').notNull(),
+    ...stockRowRef,
     quantity: integer('quantity').notNull(),
     status: text('status', { enum: RESERVATION_STATUSES }).notNull().default('active'),
     reservedAt: timestamp('reserved_at', { withTimezone: true }).notNull().defaultNow(),
@@ -182,11 +186,7 @@ export const stockMovements = pgTable(
   'stock_movements',
   {
     movementId: bigserial('movement_id', { mode: 'number' }).primaryKey(),
-    productId: uuid('product_id')
-      .notNull()
-      .references(() => products.productId),
-    variantId: uuid('variant_id').references(() => productVariants.variantId),
-    sku: text('sku').notNull(),
+    ...stockRowRef,
     kind: text('kind').notNull(),
     stockDelta: integer('stock_delta').notNull().default(0),
     reservedDelta: integer('reserved_delta').notNull().default(0),

@@ -148,11 +148,20 @@ export function stockChangeCtes(changes: StockChange[], actor: string, opts: { g
   );
   // The guard is the spec's "WHERE stock_quantity - reserved_stock >= q": a row that
   // cannot take the change is left alone (absent from `done`) instead of raising.
-  const guard = (alias: string) =>
+  const guard = (a: string) =>
     opts.guard
-      ? sql.raw(`AND ${alias}.stock_quantity + agg.sd >= ${alias}.reserved_stock + agg.rd
-                 AND (agg.ev IS NULL OR ${alias}.version = agg.ev)`)
-      : sql``;
+      ? `AND ${a}.stock_quantity + agg.sd >= ${a}.reserved_stock + agg.rd
+                 AND (agg.ev IS NULL OR ${a}.version = agg.ev)`
+      : '';
+  // The same change for both kinds of stock row: a product without variants, or a variant.
+  const update = (table: string, a: string, variantId: string, only = '') =>
+    sql.raw(`UPDATE ${table} ${a}
+             SET stock_quantity = ${a}.stock_quantity + agg.sd, reserved_stock = ${a}.reserved_stock + agg.rd,
+                 version = ${a}.version + 1, updated_at = now()
+            FROM agg
+           WHERE ${a}.sku = agg.sku ${guard(a)} ${only}
+          RETURNING ${a}.product_id, ${variantId} AS variant_id, ${a}.sku, ${a}.name, ${a}.price, ${a}.stock_quantity,
+                    ${a}.reserved_stock, ${a}.version, ${a}.in_stock`);
   return sql`ch AS (
           SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS x(
             sku text, stock_delta int, reserved_delta int, kind text, order_id uuid,
@@ -161,22 +170,9 @@ export function stockChangeCtes(changes: StockChange[], actor: string, opts: { g
           SELECT sku, sum(stock_delta)::int AS sd, sum(reserved_delta)::int AS rd, max(expected_version) AS ev
             FROM ch GROUP BY sku
         ), up AS (
-          UPDATE products p
-             SET stock_quantity = p.stock_quantity + agg.sd, reserved_stock = p.reserved_stock + agg.rd,
-                 version = p.version + 1, updated_at = now()
-            FROM agg
-           WHERE p.sku = agg.sku ${guard('p')}
-             AND NOT EXISTS (SELECT 1 FROM product_variants pv WHERE pv.product_id = p.product_id)
-          RETURNING p.product_id, NULL::uuid AS variant_id, p.sku, p.name, p.price, p.stock_quantity,
-                    p.reserved_stock, p.version, p.in_stock
+          ${update('products', 'p', 'NULL::uuid', 'AND NOT EXISTS (SELECT 1 FROM product_variants pv WHERE pv.product_id = p.product_id)')}
         ), uv AS (
-          UPDATE product_variants v
-             SET stock_quantity = v.stock_quantity + agg.sd, reserved_stock = v.reserved_stock + agg.rd,
-                 version = v.version + 1, updated_at = now()
-            FROM agg
-           WHERE v.sku = agg.sku ${guard('v')}
-          RETURNING v.product_id, v.variant_id, v.sku, v.name, v.price, v.stock_quantity,
-                    v.reserved_stock, v.version, v.in_stock
+          ${update('product_variants', 'v', 'v.variant_id')}
         ), done AS (
           SELECT * FROM up UNION ALL SELECT * FROM uv
         ), mv AS (
