@@ -4,6 +4,9 @@
  * Anything that is not a StockctlError is a bug (exit 1).
  */
 export class StockctlError extends Error {
+  /** What would let the request through, if anything; each edge words it for its user. */
+  remedy?: Remedy;
+
   constructor(
     message: string,
     readonly exitCode: number,
@@ -13,7 +16,23 @@ export class StockctlError extends Error {
     super(message);
     this.name = new.target.name;
   }
+
+  /** The same error, saying what would let the request through. */
+  withRemedy(remedy: Remedy): this {
+    this.remedy = remedy;
+    return this;
+  }
 }
+
+/**
+ * What would let a refused request through, in the domain's terms: the engine's messages
+ * state the fact, and the CLI (a flag, a command) or the HTTP API (a field) says how.
+ * - `allow_late`: accept the payment although its window has passed;
+ * - `restock`: cancel a paid order and put its sold units back on hand;
+ * - `guarded_strategy`: reserve with the guarded strategy, which has no version conflicts;
+ * - `list_stock`: look the SKU up in the stock list.
+ */
+export type Remedy = 'allow_late' | 'restock' | 'guarded_strategy' | 'list_stock';
 
 /** Exit 2: the user's input is malformed (bad SKU, quantity, duration, flag). */
 export class InvalidInputError extends StockctlError {
@@ -53,13 +72,6 @@ export class NotFoundError extends StockctlError {
 export class RefusedError extends StockctlError {
   constructor(message: string, code = 'refused', details?: Record<string, unknown>) {
     super(message, 5, code, details);
-  }
-}
-
-/** Exit 6: a check found a problem (verify, loadtest, check). */
-export class CheckFailedError extends StockctlError {
-  constructor(message: string, code = 'check_failed', details?: Record<string, unknown>) {
-    super(message, 6, code, details);
   }
 }
 

@@ -1,9 +1,13 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { embeddedStatus, ensureEmbedded, stockctlHome, stopEmbedded } from '../src/db/embedded.js';
+import { embeddedPlace } from '../src/cli/config.js';
+import { embeddedStatus, ensureEmbedded, stopEmbedded } from '../src/db/embedded.js';
+import { REPO_ROOT, runCli, runCliJson, type CliOptions } from './helpers/cli.js';
 
 const supported = ['linux', 'darwin'].includes(process.platform);
 
@@ -18,7 +22,7 @@ describe.skipIf(!supported)('embedded PostgreSQL', () => {
   });
 
   afterAll(async () => {
-    await stopEmbedded().catch(() => false);
+    await stopEmbedded(embeddedPlace()).catch(() => false);
     if (process.env.STOCKCTL_HOME === home) process.env.STOCKCTL_HOME = saved;
     if (saved === undefined) delete process.env.STOCKCTL_HOME;
     await fs.rm(home, { recursive: true, force: true });
@@ -27,11 +31,11 @@ describe.skipIf(!supported)('embedded PostgreSQL', () => {
   });
 
   it('uses STOCKCTL_HOME', () => {
-    expect(stockctlHome()).toBe(path.resolve(home));
+    expect(embeddedPlace().home).toBe(path.resolve(home));
   });
 
   it('starts one server for concurrent callers and serves the stockctl database', async () => {
-    const results = await Promise.all([ensureEmbedded(), ensureEmbedded(), ensureEmbedded()]);
+    const results = await Promise.all([ensureEmbedded(embeddedPlace()), ensureEmbedded(embeddedPlace()), ensureEmbedded(embeddedPlace())]);
     dataDir = results[0].dataDir;
     expect(results.filter((r) => r.started)).toHaveLength(1);
     expect(new Set(results.map((r) => r.url)).size).toBe(1);
@@ -47,18 +51,224 @@ describe.skipIf(!supported)('embedded PostgreSQL', () => {
       await sql.end({ timeout: 1 });
     }
 
-    const again = await ensureEmbedded();
+    const again = await ensureEmbedded(embeddedPlace());
     expect(again).toMatchObject({ url, started: false });
-    const status = await embeddedStatus();
+    const status = await embeddedStatus(embeddedPlace());
     expect(status).toMatchObject({ running: true, initialised: true, port, url });
     expect(status.pid).toBeGreaterThan(0);
   }, 120_000);
 
   it('stops, reports it, and restarts on the same port', async () => {
-    const { port } = await ensureEmbedded();
-    expect(await stopEmbedded()).toBe(true);
-    expect(await stopEmbedded()).toBe(false);
-    expect(await embeddedStatus()).toMatchObject({ running: false, initialised: true });
-    expect(await ensureEmbedded()).toMatchObject({ port, started: true });
+    const { port } = await ensureEmbedded(embeddedPlace());
+    expect(await stopEmbedded(embeddedPlace())).toBe(true);
+    expect(await stopEmbedded(embeddedPlace())).toBe(false);
+    expect(await embeddedStatus(embeddedPlace())).toMatchObject({ running: false, initialised: true });
+    expect(await ensureEmbedded(embeddedPlace())).toMatchObject({ port, started: true });
   }, 120_000);
+});
+
+// ---------------------------------------------------------------------------
+// The CLI over homes of its own (each test makes temporary STOCKCTL_HOMEs and removes them).
+
+interface DbStatus {
+  running: boolean;
+  initialised: boolean;
+  port: number | null;
+  pid: number | null;
+  data_dir: string;
+}
+
+const homes: string[] = [];
+
+async function newHome(): Promise<string> {
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'stockctl-home-'));
+  homes.push(home);
+  return home;
+}
+
+/** bin/stockctl on the embedded server of `home` (never DATABASE_URL). */
+function inHome(home: string, env: Record<string, string> = {}): CliOptions {
+  return { databaseUrl: null, env: { STOCKCTL_HOME: home, ...env }, timeoutMs: 120_000 };
+}
+
+async function status(home: string): Promise<DbStatus> {
+  return (await runCliJson<DbStatus>(['db', 'status'], inHome(home))).json;
+}
+
+async function skus(home: string): Promise<string[]> {
+  const res = await runCliJson<{ items: { sku: string }[] }>(['stock'], inHome(home));
+  expect(res.code, res.stderr).toBe(0);
+  return res.json.items.map((i) => i.sku).sort();
+}
+
+/** Stop a home's server and remove the home and its cluster (as root, outside the home). */
+async function removeHome(home: string): Promise<void> {
+  const { data_dir: dataDir } = await status(home);
+  await runCli(['db', 'stop'], inHome(home));
+  await fs.rm(home, { recursive: true, force: true });
+  if (!dataDir.startsWith(home)) await fs.rm(path.dirname(dataDir), { recursive: true, force: true });
+}
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe.skipIf(!supported)('embedded PostgreSQL through the CLI', () => {
+  afterAll(async () => {
+    for (const home of homes.splice(0)) await removeHome(home);
+  }, 120_000);
+
+  it('never lets a home use another home’s server, even on the port it recorded', async () => {
+    const a = await newHome();
+    const b = await newHome();
+    expect((await runCli(['product', 'add', 'HOME-A', '--name', 'Only in A', '--stock', '5'], inHome(a))).code).toBe(0);
+    const portA = (await status(a)).port!;
+    expect((await runCli(['db', 'stop'], inHome(a))).code).toBe(0);
+
+    // B starts its own server on the very port A recorded.
+    const addB = await runCli(['product', 'add', 'HOME-B', '--name', 'Only in B', '--stock', '7'], inHome(b, { STOCKCTL_EMBEDDED_PORT: String(portA) }));
+    expect(addB.code, addB.stderr).toBe(0);
+    expect(await status(b)).toMatchObject({ running: true, port: portA });
+
+    // A's next command finds B's server there, leaves it alone and starts A's own.
+    expect(await skus(a)).toEqual(['HOME-A']);
+    const statusA = await runCliJson<DbStatus>(['db', 'status'], inHome(a));
+    expect(statusA.code).toBe(0);
+    expect(statusA.json.running).toBe(true);
+    expect(statusA.json.port).not.toBe(portA);
+    expect(await portAnswers(statusA.json.port!)).toBe(true);
+
+    // Writes land in their own home only.
+    expect((await runCli(['product', 'add', 'HOME-A2', '--name', 'Also A', '--stock', '1'], inHome(a))).code).toBe(0);
+    expect((await runCli(['product', 'add', 'HOME-B2', '--name', 'Also B', '--stock', '1'], inHome(b))).code).toBe(0);
+    expect(await skus(a)).toEqual(['HOME-A', 'HOME-A2']);
+    expect(await skus(b)).toEqual(['HOME-B', 'HOME-B2']);
+    expect(await status(b)).toMatchObject({ running: true, port: portA });
+  }, 240_000);
+
+  it('db status exits 3 when stopped; the command that starts the server says how to stop it', async () => {
+    const home = await newHome();
+    const stopped = await runCli(['db', 'status'], inHome(home));
+    expect(stopped.code).toBe(3);
+    expect(stopped.stdout).toBe(`Embedded PostgreSQL is not running.\nHome: ${home}\nData: ${(await status(home)).data_dir} (not initialised yet)\n`);
+    const stoppedJson = await runCliJson<DbStatus>(['db', 'status'], inHome(home));
+    expect(stoppedJson.code).toBe(3);
+    expect(stoppedJson.json).toMatchObject({ running: false, initialised: false, pid: null });
+
+    const first = await runCli(['product', 'add', 'FIRST', '--name', 'First', '--stock', '1'], inHome(home));
+    expect(first.code).toBe(0);
+    expect(first.stderr).toBe(
+      `Started the embedded PostgreSQL under ${home}; it keeps running for the next command (stop it with \`stockctl db stop\`).\n`,
+    );
+    const next = await runCli(['stock'], inHome(home));
+    expect(next.code).toBe(0);
+    expect(next.stderr).toBe('');
+    const running = await runCli(['db', 'status'], inHome(home));
+    expect(running.code).toBe(0);
+    expect(running.stdout).toMatch(/^Embedded PostgreSQL is running at postgres:\/\/postgres@127\.0\.0\.1:\d+\/stockctl \(pid \d+\)\.\n/);
+
+    // Neither --json nor --quiet says it.
+    await runCli(['db', 'stop'], inHome(home));
+    const json = await runCliJson(['stock'], inHome(home));
+    expect(json.code).toBe(0);
+    expect(json.stderr).toBe('');
+    await runCli(['db', 'stop'], inHome(home));
+    const quiet = await runCli(['sweep', '--quiet'], inHome(home));
+    expect(quiet.code).toBe(0);
+    expect(quiet.stderr).toBe('');
+  }, 240_000);
+
+  it('db destroy says what it would delete, and deletes it only with --yes', async () => {
+    const home = await newHome();
+    expect((await runCli(['product', 'add', 'DOOMED', '--name', 'Doomed', '--stock', '1'], inHome(home))).code).toBe(0);
+    const before = await status(home);
+    expect(before.running).toBe(true);
+    const rootLayout = !before.data_dir.startsWith(home);
+    const cluster = rootLayout ? path.dirname(before.data_dir) : before.data_dir;
+
+    const refused = await runCli(['db', 'destroy'], inHome(home));
+    expect(refused.code).toBe(2);
+    expect(refused.stdout).toBe('');
+    const listed = rootLayout
+      ? [cluster, `${home}/embedded.json`, `${home}/pgdata`, `${home}/postgres.log`]
+      : [cluster, `${home}/postgres.log`, `${home}/embedded.json`];
+    expect(refused.stderr).toBe(
+      `error: db destroy needs --yes: it would stop the running embedded PostgreSQL and delete ${listed.join(', ')}, with all the data in them.\n`,
+    );
+    expect(await skus(home)).toEqual(['DOOMED']);
+
+    const destroyed = await runCliJson<{ destroyed: boolean; stopped: boolean; removed: string[] }>(['db', 'destroy', '--yes'], inHome(home));
+    expect(destroyed.code, destroyed.stderr).toBe(0);
+    expect(destroyed.json).toMatchObject({ destroyed: true, stopped: true, removed: listed });
+    await expect(fs.access(cluster)).rejects.toThrow();
+    await expect(fs.access(home)).rejects.toThrow(); // left empty, so removed too
+    expect(await portAnswers(before.port!)).toBe(false);
+    expect(await status(home)).toMatchObject({ running: false, initialised: false });
+
+    const again = await runCli(['db', 'destroy', '--yes'], inHome(home));
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(`There is no embedded database under ${home}; nothing to delete.\n`);
+  }, 240_000);
+});
+
+// ---------------------------------------------------------------------------
+// `npm test` itself: the suite's global setup and teardown, run as a nested vitest.
+
+/** `vitest run` on a one-test suite with the real global setup, against `home`'s embedded server. */
+function runNestedSuite(home: string, env: Record<string, string> = {}): Promise<{ code: number | null; output: string }> {
+  const childEnv: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!/^(VITEST|DATABASE_URL$|STOCKCTL_)/.test(name)) childEnv[name] = value;
+  }
+  Object.assign(childEnv, { STOCKCTL_HOME: home, ...env });
+  const vitest = path.join(REPO_ROOT, 'node_modules/vitest/vitest.mjs');
+  const child = spawn(process.execPath, [vitest, 'run', '--config', 'test/fixtures/teardown/vitest.config.ts'], {
+    cwd: REPO_ROOT,
+    env: childEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, output })));
+}
+
+describe.skipIf(!supported)('the test suite’s own teardown', () => {
+  afterAll(async () => {
+    for (const home of homes.splice(0)) await removeHome(home);
+  }, 120_000);
+
+  it('stops the embedded server the suite started', async () => {
+    const home = await newHome();
+    const run = await runNestedSuite(home);
+    expect(run.code, run.output).toBe(0);
+    const after = await runCliJson<DbStatus>(['db', 'status'], inHome(home));
+    expect(after.json).toMatchObject({ running: false, initialised: true, pid: null });
+    expect(after.code).toBe(3);
+    expect(await portAnswers(after.json.port!)).toBe(false);
+  }, 240_000);
+
+  it('leaves a server that was already running, and keeps its own with STOCKCTL_TEST_KEEP_DB=1', async () => {
+    const home = await newHome();
+    expect((await runCli(['db', 'start'], inHome(home))).code).toBe(0);
+    const before = await status(home);
+    const run = await runNestedSuite(home);
+    expect(run.code, run.output).toBe(0);
+    expect(await status(home)).toMatchObject({ running: true, pid: before.pid, port: before.port });
+
+    expect((await runCli(['db', 'stop'], inHome(home))).code).toBe(0);
+    const kept = await runNestedSuite(home, { STOCKCTL_TEST_KEEP_DB: '1' });
+    expect(kept.code, kept.output).toBe(0);
+    expect(kept.output).toContain(`Kept the embedded PostgreSQL under ${home} running (STOCKCTL_TEST_KEEP_DB=1)`);
+    const after = await status(home);
+    expect(after.running).toBe(true);
+    expect(await portAnswers(after.port!)).toBe(true);
+  }, 240_000);
 });

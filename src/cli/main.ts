@@ -3,55 +3,36 @@
  * nowhere else. Command bodies live in ./commands and are imported only when run, so
  * `stockctl --help` loads nothing but commander.
  */
-import { Command, CommanderError, Option } from 'commander';
-import type { GlobalFlags } from './run.js';
+import { Argument, Command, CommanderError, Option, type CommandUnknownOpts } from '@commander-js/extra-typings';
+import { exitWhenFlushed, guardStdio } from './exit.js';
+import type { CommandContext, GlobalFlags } from './run.js';
+import { STOCKCTL_VERSION } from '../version.js';
+import { ENVIRONMENT } from './environment.js';
 
 const ENVIRONMENT_HELP = `
 Environment:
-  DATABASE_URL               PostgreSQL server to use (else the embedded one under STOCKCTL_HOME)
-  STOCKCTL_HOME              embedded database home (default ~/.local/share/stockctl)
-  STOCKCTL_ACTOR             who is recorded with every change (default: the OS user)
-  PAYMENT_TIMEOUT_MINUTES    reservation window for new orders (default 15)
-  CLEANUP_INTERVAL_MINUTES   how often you run \`stockctl sweep\` (default 5)
-  MAX_STOCK_RETRY_ATTEMPTS   optimistic strategy retries (default 3)
-  STOCK_RETRY_BACKOFF_MS     optimistic strategy backoff (default 100)
-  NO_COLOR                   disable colour
-  STOCKCTL_DEBUG=1           print stack traces, like --verbose
+${ENVIRONMENT.map(([name, what]) => `  ${name.padEnd(28)}${what}`).join('\n')}
 
 Exit codes:
   0 ok   1 internal error   2 usage   3 insufficient stock   4 not found
   5 refused by state   6 check failed   7 database unavailable / not migrated
   130/143 interrupted`;
 
-type Action = (...args: unknown[]) => Promise<void>;
+/** A command's body: the context, then its arguments and flags as commander parsed them. */
+type Body<Args extends unknown[]> = (ctx: CommandContext, ...args: Args) => Promise<number | void>;
 
 /**
- * The command modules, each imported only when its command runs. Spelled out (not a
- * template path) so that the bundler gives each one its own chunk.
+ * Run a command body imported only now (each `import()` below is its own bundle chunk, so
+ * `--help` loads none of them). The body's parameter types are checked against the
+ * arguments and options declared for the command.
  */
-const COMMANDS = {
-  check: () => import('./commands/check.js'),
-  db: () => import('./commands/db.js'),
-  loadtest: () => import('./commands/loadtest.js'),
-  migrate: () => import('./commands/migrate.js'),
-  orders: () => import('./commands/orders.js'),
-  product: () => import('./commands/product.js'),
-  report: () => import('./commands/report.js'),
-  stock: () => import('./commands/stock.js'),
-  sweep: () => import('./commands/sweep.js'),
-  verify: () => import('./commands/verify.js'),
-};
-
-/** Lazy-load a command module and hand it the arguments, its flags and the globals. */
-function lazy(file: keyof typeof COMMANDS, exportName = 'default'): Action {
-  return async (...args: unknown[]) => {
-    const command = args[args.length - 1] as Command;
-    const flags = command.opts();
-    const globals = command.optsWithGlobals() as GlobalFlags;
-    const positional = args.slice(0, -2);
+function lazy<Args extends unknown[]>(load: () => Promise<Body<Args>>) {
+  return async function action(this: CommandUnknownOpts, ...args: [...Args, CommandUnknownOpts]) {
+    const positional = args.slice(0, -1) as unknown[] as Args;
+    const globals = this.optsWithGlobals() as GlobalFlags;
     const { runCommand } = await import('./run.js');
-    const mod = (await COMMANDS[file]()) as unknown as Record<string, (...a: unknown[]) => Promise<number | void>>;
-    await runCommand({ ...globals, quiet: Boolean(flags.quiet) }, (ctx) => mod[exportName](ctx, ...positional, flags));
+    const body = await load();
+    await runCommand({ ...globals, quiet: Boolean(this.opts().quiet) }, (ctx) => body(ctx, ...positional));
   };
 }
 
@@ -61,27 +42,51 @@ const MAX_RETRIES = () =>
 const RETRY_BACKOFF = () =>
   new Option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)');
 
+/** Example command lines; a crontab line (it starts with its schedule) gets no prompt. */
 function examples(...lines: string[]): string {
-  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+  return `\nExamples:\n${lines.map((l) => `  ${/^[*\d@]/.test(l) ? '' : '$ '}${l}`).join('\n')}\n`;
 }
 
-export function buildProgram(): Command {
+/** Commander's usage error, held until main writes it. */
+let usageError = '';
+
+/** The command the user named (`stockctl orders`), for "name a subcommand". */
+function commandPath(program: CommandUnknownOpts, argv: string[]): string {
+  let command = program;
+  const names = [program.name()];
+  for (const word of argv) {
+    const sub = command.commands.find((c) => c.name() === word);
+    if (sub) {
+      command = sub;
+      names.push(word);
+    }
+  }
+  return names.join(' ');
+}
+
+export function buildProgram(): CommandUnknownOpts {
   const program = new Command('stockctl');
   const json = process.argv.includes('--json');
   program
     .description('Inventory operations: reserve stock for orders without ever overselling, and prove it.')
-    .version('0.1.0', '-V, --version')
+    // With --json, the version too is one JSON document.
+    .version(json ? JSON.stringify({ version: STOCKCTL_VERSION }, null, 2) : STOCKCTL_VERSION, '-V, --version')
     .option('--json', 'print exactly one JSON document on stdout')
     .option('--verbose', 'print stack traces and extra detail on errors')
     .option('--database-url <url>', 'PostgreSQL server (overrides DATABASE_URL)')
     .option('--actor <name>', 'who is recorded with every change (default $STOCKCTL_ACTOR or the OS user)')
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
-    .showHelpAfterError(json ? false : '(run with --help for usage)')
+    .showHelpAfterError(false) // main adds the hint after the (sanitised) error
     .exitOverride()
     .configureOutput({
-      // In --json mode usage errors become a JSON document (see main below), not text.
-      outputError: (text, write) => {
-        if (!json) write(text);
+      // Usage errors are written by main below: as a JSON document in --json mode, else
+      // as text made safe for the terminal (commander echoes what was typed).
+      outputError: (text) => {
+        usageError += text;
+      },
+      // In --json mode stdout carries only the JSON error, and stderr no help text.
+      writeErr: (text) => {
+        if (!json) process.stderr.write(text);
       },
     })
     .addHelpText('after', `${examples('stockctl migrate', 'stockctl product add TEE --name "T-shirt" --price 19.99 --stock 10', 'stockctl reserve TEE:1 --ttl 15m', 'stockctl loadtest --buyers 200 --stock 50')}${ENVIRONMENT_HELP}`);
@@ -91,7 +96,7 @@ export function buildProgram(): Command {
     .description('apply database migrations (safe to run from several hosts at once)')
     .option('--dry-run', 'list the migrations that would run, change nothing')
     .addHelpText('after', examples('DATABASE_URL=postgres://… stockctl migrate', 'stockctl migrate --dry-run --json'))
-    .action(lazy('migrate'));
+    .action(lazy(() => import('./commands/migrate.js').then((m) => m.default)));
 
   const product = program.command('product').description('manage the catalogue');
   product
@@ -105,38 +110,61 @@ export function buildProgram(): Command {
       'after',
       examples('stockctl product add TEE --name "T-shirt" --price 19.99 --stock 10', 'stockctl product add TEE-M --parent TEE --name "T-shirt M" --stock 5'),
     )
-    .action(lazy('product', 'add'));
+    .action(lazy(() => import('./commands/product.js').then((m) => m.add)));
 
   const stock = program
     .command('stock')
     .description('show stock levels, or change them (stock set / stock adjust)')
     .argument('[sku...]', 'SKUs to show (default: all)')
     .option('--low <n>', 'only rows with at most <n> units available')
-    .option('--watch', 'refresh every 2 seconds until Ctrl-C')
+    .option('--watch', 'redraw on every stock change until Ctrl-C (--json: one JSON line per change)')
     .addHelpText('after', examples('stockctl stock', 'stockctl stock TEE MUG --json', 'stockctl stock --low 5', 'stockctl stock set TEE 100 --reason "stock count"', 'stockctl stock adjust TEE -2 --reason damaged'))
-    .action(lazy('stock', 'show'));
+    .action(lazy(() => import('./commands/stock.js').then((m) => m.show)));
+  // commander reads `stock`'s own options anywhere on the line: after `set` or `adjust`
+  // they would be accepted and ignored, so they are a usage error there.
+  const stockOptionsRefused = (sub: CommandUnknownOpts) => {
+    const given = (['low', 'watch'] as const).filter((o) => sub.parent?.getOptionValue(o) !== undefined);
+    if (given.length > 0) {
+      const flags = `${given.map((o) => `--${o}`).join(' and ')} ${given.length === 1 ? 'belongs' : 'belong'}`;
+      sub.error(`error: ${flags} to \`stockctl stock\` alone, not to \`stock ${sub.name()}\`.`, {
+        code: 'commander.unknownOption',
+        exitCode: 2,
+      });
+    }
+  };
   stock
     .command('set <sku> <qty>')
     .description('set the units on hand (never below what is reserved)')
     .option('--reason <text>', 'why, recorded in the ledger')
-    .action(lazy('stock', 'set'));
+    .hook('preAction', stockOptionsRefused)
+    .action(lazy(() => import('./commands/stock.js').then((m) => m.set)));
   stock
     .command('adjust <sku> <delta>')
     .description('add or remove units on hand, e.g. +5 or -2')
     .option('--reason <text>', 'why, recorded in the ledger')
-    .action(lazy('stock', 'adjust'));
+    .hook('preAction', stockOptionsRefused)
+    .action(lazy(() => import('./commands/stock.js').then((m) => m.adjust)));
 
   program
     .command('reserve <items...>')
     .description('create a pending order holding stock for SKU:QTY items (all or nothing)')
     .option('--customer <id>', 'customer id recorded on the order')
     .option('--ref <key>', 'external reference; repeating it returns the same order (idempotent)')
-    .option('--ttl <duration>', 'payment window, e.g. 90s, 15m, 2h (default PAYMENT_TIMEOUT_MINUTES)')
-    .addOption(new Option('--strategy <name>', 'how stock is claimed').choices(['guarded', 'optimistic', 'locking']).default('guarded'))
+    .option('--ttl <duration>', 'payment window, e.g. 90s, 15m, 2h (default: from the payment method and priority)')
+    .option('--payment-method <name>', "how the customer pays: the window is PAYMENT_TIMEOUTS' entry for it (else its default=, else PAYMENT_TIMEOUT_MINUTES)")
+    .option('--priority <tier>', "customer tier: adds its PRIORITY_WINDOWS extra time to the window")
+    .addOption(new Option('--strategy <name>', 'how stock is claimed (batched: alone here, it works as guarded)').choices(['guarded', 'optimistic', 'locking', 'batched']).default('guarded'))
     .addOption(MAX_RETRIES())
     .addOption(RETRY_BACKOFF())
-    .addHelpText('after', examples('stockctl reserve TEE:1', 'stockctl reserve TEE:2 MUG:1 --customer c42 --ref cart-9f1 --ttl 30m --json'))
-    .action(lazy('orders', 'reserve'));
+    .addHelpText(
+      'after',
+      examples(
+        'stockctl reserve TEE:1',
+        'stockctl reserve TEE:2 MUG:1 --customer c42 --ref cart-9f1 --ttl 30m --json',
+        'PAYMENT_TIMEOUTS="card=15m,bank_transfer=3d" PRIORITY_WINDOWS="vip=45m" stockctl reserve TEE:1 --payment-method card --priority vip',
+      ),
+    )
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.reserve)));
 
   program
     .command('pay <order>')
@@ -144,7 +172,7 @@ export function buildProgram(): Command {
     .option('--payment-ref <ref>', 'payment provider reference')
     .option('--allow-late', 'accept a payment after the window if the stock can still be reserved')
     .addHelpText('after', examples('stockctl pay 3f2a…', 'stockctl pay cart-9f1 --payment-ref pi_123'))
-    .action(lazy('orders', 'pay'));
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.pay)));
 
   program
     .command('cancel [orders...]')
@@ -154,14 +182,14 @@ export function buildProgram(): Command {
     .option('--from-file <file>', 'read order ids or refs, one per line (- for stdin)')
     .option('--dry-run', 'show what would be cancelled, change nothing')
     .addHelpText('after', examples('stockctl cancel cart-9f1 --reason "customer asked"', 'stockctl cancel --from-file stuck-orders.txt --dry-run', 'stockctl orders list --status pending --json | jq -r ".orders[].order_id" | stockctl cancel --from-file -'))
-    .action(lazy('orders', 'cancel'));
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.cancel)));
 
   program
     .command('extend <order>')
     .description("give a pending order more time to pay (moves its reservations' expiry too)")
     .requiredOption('--ttl <duration>', 'new window from now, e.g. 30m')
     .addHelpText('after', examples('stockctl extend cart-9f1 --ttl 30m'))
-    .action(lazy('orders', 'extend'));
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.extend)));
 
   program
     .command('sweep')
@@ -169,37 +197,61 @@ export function buildProgram(): Command {
     .option('--dry-run', 'count what would be expired, change nothing')
     .option('--batch-size <n>', 'orders per transaction', '100')
     .option('--quiet', 'print nothing on success (for cron)')
-    .addHelpText('after', examples('stockctl sweep', '*/5 * * * * DATABASE_URL=postgres://… stockctl sweep --quiet'))
-    .action(lazy('sweep'));
+    .option('--every [duration]', 'keep sweeping at this interval, e.g. 30s or 5m (default CLEANUP_INTERVAL_MINUTES), until SIGTERM')
+    .addHelpText('after', examples('stockctl sweep', '*/5 * * * * DATABASE_URL=postgres://… stockctl sweep --quiet', 'stockctl sweep --every 1m   # without cron, e.g. as a systemd service'))
+    .action(lazy(() => import('./commands/sweep.js').then((m) => m.default)));
 
   const orders = program.command('orders').description('look orders up');
   orders
     .command('list')
     .description('recent orders, newest first')
     .option('--status <status>', 'pending, paid, cancelled, …')
-    .option('--limit <n>', 'at most this many', '20')
-    .addHelpText('after', examples('stockctl orders list --status pending'))
-    .action(lazy('orders', 'list'));
+    .option('--customer <id>', "only this customer's orders")
+    .option('--limit <n>', 'at most this many (--json says next_cursor when more match)', '20')
+    .option('--cursor <next>', 'the page after the one whose next_cursor this is')
+    .addHelpText('after', examples('stockctl orders list --status pending', 'stockctl orders list --customer c42', 'stockctl orders list --limit 100 --cursor <next_cursor>'))
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.list)));
   orders
     .command('show <order>')
     .description('one order: lines, reservations, ledger, who cancelled and why, time left')
     .addHelpText('after', examples('stockctl orders show cart-9f1'))
-    .action(lazy('orders', 'show'));
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.show)));
+  orders
+    .command('set-status <order> <status>')
+    .description('move a paid order through fulfilment: paid → processing → shipped → delivered')
+    .addHelpText('after', examples('stockctl orders set-status cart-9f1 processing', 'stockctl orders set-status cart-9f1 shipped --actor warehouse'))
+    .action(lazy(() => import('./commands/orders.js').then((m) => m.setStatus)));
 
   program
     .command('verify')
     .description('check every invariant between counters, reservations, orders and the ledger')
     .option('--repair', 'bring counters back in line through compensating ledger entries')
-    .action(lazy('verify'));
+    .addHelpText(
+      'after',
+      examples('stockctl verify                 # exit 0: every invariant holds; exit 6: each problem named', 'stockctl verify --repair --json'),
+    )
+    .action(lazy(() => import('./commands/verify.js').then((m) => m.default)));
 
   program
     .command('report')
     .description('conversion, expiries, conflicts, time to pay, sweep health')
     .option('--since <duration>', 'window to report on', '1h')
     .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'prometheus']).default('table'))
-    .action(lazy('report'));
+    .addHelpText(
+      'after',
+      examples('stockctl report --since 24h', 'stockctl report --format prometheus > /var/lib/node_exporter/textfile/stockctl.prom'),
+    )
+    .action(lazy(() => import('./commands/report.js').then((m) => m.default)));
 
-  program.command('check').description('evaluate alert rules; exit 6 when one fires').action(lazy('check'));
+  program
+    .command('check')
+    .description('evaluate alert rules; exit 6 when one fires')
+    .addHelpText(
+      'after',
+      examples('stockctl check', '*/15 * * * * stockctl check --json > /dev/null || echo "stockctl alert firing"', 'CHECK_LOW_STOCK=off stockctl check') +
+        '\nThresholds: the CHECK_* variables (`stockctl --help` lists them with their defaults).\n',
+    )
+    .action(lazy(() => import('./commands/check.js').then((m) => m.default)));
 
   program
     .command('loadtest')
@@ -209,32 +261,80 @@ export function buildProgram(): Command {
     .option('--quantity <q>', 'units each buyer wants', '1')
     .option('--concurrency <c>', 'parallel connections', '20')
     .option('--skus <s>', 'number of SKUs buyers spread over', '1')
-    .addOption(new Option('--strategy <name>', 'strategy to test').choices(['guarded', 'optimistic', 'locking', 'all']).default('all'))
+    .addOption(new Option('--strategy <name>', 'strategy to test').choices(['guarded', 'optimistic', 'locking', 'batched', 'all']).default('all'))
     .addOption(MAX_RETRIES())
     .addOption(RETRY_BACKOFF())
     .option('--mix', 'winners also pay, cancel or let their 1s window lapse while a sweep runs')
     .option('--keep', 'keep the loadtest products and orders afterwards (default: removed)')
-    .addHelpText('after', examples('npx stockctl loadtest', 'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json'))
-    .action(lazy('loadtest'));
+    .option('--cleanup', 'run nothing: remove the leftovers of earlier runs (killed, or kept with --keep)')
+    .option('--url <url>', 'fire the buyers at a running `stockctl serve` (same database) instead of the engine')
+    .option('--token <token>', 'with --url: a token of role shop or above (default $STOCKCTL_TOKEN)')
+    .option('--report <file>', 'also write the run as one self-contained HTML page (charts, verdict, settings), even if it fails or is stopped')
+    .option('--compare <files...>', 'run nothing: compare two saved `loadtest --json` documents, before.json after.json')
+    .addHelpText(
+      'after',
+      examples(
+        'npx stockctl loadtest',
+        'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json',
+        'stockctl loadtest --json --report after.html > after.json && stockctl loadtest --compare before.json after.json',
+        'stockctl loadtest --url http://127.0.0.1:8080 --token "$STOCKCTL_TOKEN" --concurrency 64',
+        'stockctl loadtest --cleanup',
+      ),
+    )
+    .action(lazy(() => import('./commands/loadtest.js').then((m) => m.default)));
+
+  program
+    .command('serve')
+    .description('the order API over HTTP (SPEC section 7): tokens, JSON, problem documents, live stock events')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--port <port>', 'TCP port (0: any free port, printed on stdout)', '8080')
+    .option('--sweep-every <duration>', 'also run the sweep at this interval, e.g. 1m (default: off; cron is the usual way)')
+    .addOption(new Option('--strategy <name>', 'how POST /orders claims stock').choices(['guarded', 'optimistic', 'locking', 'batched']).default('batched'))
+    .option('--pool <n>', 'database connections for requests', '10')
+    .option('--grace <duration>', 'on SIGTERM / SIGINT, how long in-flight requests may finish', '10s')
+    .addHelpText(
+      'after',
+      examples('stockctl token create checkout --role shop', 'stockctl serve --port 8080 --sweep-every 1m', 'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/stock'),
+    )
+    .action(lazy(() => import('./commands/serve.js').then((m) => m.default)));
+
+  const token = program.command('token').description('API tokens for `stockctl serve` (shown once, stored as a hash)');
+  token
+    .command('create <name>')
+    .description('create a token; prints it once (the name is the actor recorded with its changes)')
+    .addOption(new Option('--role <role>', 'what it may do (read < shop < support < admin)').choices(['read', 'shop', 'support', 'admin']).makeOptionMandatory())
+    .addHelpText('after', examples('stockctl token create checkout --role shop', 'stockctl token create alice --role support --json'))
+    .action(lazy(() => import('./commands/token.js').then((m) => m.create)));
+  token.command('list').description('every token: name, role, created, last used, revoked').action(lazy(() => import('./commands/token.js').then((m) => m.list)));
+  token.command('revoke <name>').description('revoke a token at once (its name stays taken)').action(lazy(() => import('./commands/token.js').then((m) => m.revoke)));
 
   const db = program.command('db').description('the embedded PostgreSQL (used when DATABASE_URL is not set)');
-  for (const [name, text] of [
-    ['start', 'start it (it also starts on demand)'],
-    ['stop', 'stop it'],
-    ['status', 'is it running, where, on which port'],
-    ['url', 'print its connection URL'],
-  ]) {
-    db.command(name).description(text).action(lazy('db', name));
-  }
+  const embedded = () => import('./commands/db.js');
+  db.command('start').description('start it (it also starts on demand)').action(lazy(() => embedded().then((m) => m.start)));
+  db.command('stop').description('stop it').action(lazy(() => embedded().then((m) => m.stop)));
+  db.command('status')
+    .description('is it running, where, on which port (exit 3 when not running)')
+    .addHelpText('after', '\nExit status: 0 running, 3 not running (as `pg_ctl status`); --json still prints the document.\n')
+    .action(lazy(() => embedded().then((m) => m.status)));
+  db.command('url').description('print its connection URL').action(lazy(() => embedded().then((m) => m.url)));
+  db.command('destroy')
+    .description('stop it and delete its data (as root, also its cluster under /var/lib/stockctl/)')
+    .option('--yes', 'really delete; without it, say what would be deleted and exit 2')
+    .action(lazy(() => import('./commands/db.js').then((m) => m.destroy)));
+  program
+    .command('completion')
+    .description('print a completion script for bash, zsh or fish')
+    .addArgument(new Argument('<shell>', 'bash, zsh or fish').choices(['bash', 'zsh', 'fish'] as const))
+    .addHelpText(
+      'after',
+      examples('eval "$(stockctl completion bash)"   # in ~/.bashrc', 'stockctl completion fish > ~/.config/fish/completions/stockctl.fish'),
+    )
+    .action(lazy(() => import('./commands/completion.js').then((m) => (ctx: CommandContext, shell: 'bash' | 'zsh' | 'fish') => m.default(ctx, shell, program))));
   return program;
 }
 
 async function main(): Promise<void> {
-  // Broken pipe (`stockctl stock --json | head`): end quietly.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
-  });
+  guardStdio();
   if (process.env.STOCKCTL_NO_DOTENV !== '1') {
     try {
       process.loadEnvFile?.('.env'); // real environment variables win
@@ -248,16 +348,25 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') {
-        process.exit(0);
+        await exitWhenFlushed(0);
       }
       const { reportError } = await import('./run.js');
       const { InvalidInputError } = await import('../errors.js');
-      const message = err.message.replace(/^error:\s*/, '');
+      const { printable } = await import('../engine/input.js');
+      // A command group named without its subcommand (`stockctl`, `stockctl orders`):
+      // commander prints the help (on stderr) and throws "(outputHelp)".
+      const path = commandPath(program, process.argv.slice(2));
+      const message =
+        err.code === 'commander.help'
+          ? `name a command: run ${path} --help to list them`
+          : printable(err.message.replace(/^error:\s*/, ''));
       const sentence = `${message.charAt(0).toUpperCase()}${message.slice(1)}${/[.!?]$/.test(message) ? '' : '.'}`;
       if (process.argv.includes('--json')) {
-        process.exit(reportError(new InvalidInputError(sentence, 'usage'), { json: true }));
+        await exitWhenFlushed(reportError(new InvalidInputError(sentence, 'usage'), { json: true }));
       }
-      process.exit(2);
+      if (usageError) process.stderr.write(printable(usageError));
+      if (err.code !== 'commander.help') process.stderr.write('(run with --help for usage)\n');
+      await exitWhenFlushed(2);
     }
     throw err;
   }

@@ -3,12 +3,13 @@
  * always closed, any error turned into one sentence (or one JSON document) and an exit
  * code, Ctrl-C and SIGTERM answered by draining and exiting 130 / 143.
  */
-import { userInfo } from 'node:os';
 import { StockctlError } from '../errors.js';
-import { checkDatabaseUrl, publicMessage, sqlState, toDomainError } from '../db/errors.js';
+import { publicMessage, sqlState, toDomainError } from '../db/errors.js';
 import type { Database, OpenOptions } from '../db/client.js';
+import { cliMessage } from './wording.js';
 import { createOutput, type Output } from './output.js';
-import { loadSettings, type Settings } from '../engine/settings.js';
+import { exitWhenFlushed } from './exit.js';
+import { debugRequested, loadConfig, type Config } from './config.js';
 
 export interface GlobalFlags {
   json?: boolean;
@@ -20,12 +21,10 @@ export interface GlobalFlags {
 
 export interface CommandContext {
   out: Output;
-  actor: string;
-  settings: Settings;
+  /** Everything read from the environment and the global flags, checked (src/cli/config.ts). */
+  config: Config;
   /** Aborted on Ctrl-C / SIGTERM: long-running commands stop taking new work. */
   signal: AbortSignal;
-  /** --database-url or DATABASE_URL; undefined means the embedded server. */
-  databaseUrl: string | undefined;
   /** Open the database once for this invocation; closed by the runner. */
   openDb(opts?: Omit<OpenOptions, 'url'>): Promise<Database>;
 }
@@ -35,28 +34,12 @@ export type CommandBody = (ctx: CommandContext) => Promise<number | void>;
 
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
-function defaultActor(): string {
-  if (process.env.STOCKCTL_ACTOR) return process.env.STOCKCTL_ACTOR;
-  try {
-    return userInfo().username;
-  } catch {
-    return 'unknown';
-  }
-}
-
-function describe(err: unknown): { exitCode: number; code: string; message: string; details?: Record<string, unknown> } {
+export function describeError(err: unknown): { exitCode: number; code: string; message: string; details?: Record<string, unknown> } {
   const mapped = toDomainError(err);
   if (mapped instanceof StockctlError) {
-    return { exitCode: mapped.exitCode, code: mapped.code, message: mapped.message, details: mapped.details };
+    return { exitCode: mapped.exitCode, code: mapped.code, message: cliMessage(mapped), details: mapped.details };
   }
   const state = sqlState(err);
-  if (state === '55P03' || state === '57014') {
-    return {
-      exitCode: 7,
-      code: 'database_busy',
-      message: 'The database was too busy to answer in time (a lock or statement timeout); retry shortly.',
-    };
-  }
   // Never show a drizzle wrapper's message: it carries the query's bound parameters.
   const text = publicMessage(err);
   return {
@@ -67,8 +50,8 @@ function describe(err: unknown): { exitCode: number; code: string; message: stri
 }
 
 export function reportError(err: unknown, flags: GlobalFlags, out?: Output): number {
-  const info = describe(err);
-  const verbose = flags.verbose || process.env.STOCKCTL_DEBUG === '1';
+  const info = describeError(err);
+  const verbose = flags.verbose || debugRequested();
   if (flags.json) {
     const body: Record<string, unknown> = { code: info.code, message: info.message };
     if (info.details) Object.assign(body, info.details);
@@ -81,6 +64,14 @@ export function reportError(err: unknown, flags: GlobalFlags, out?: Output): num
   return info.exitCode;
 }
 
+/** The command that starts the embedded server says so, and how to stop it (stderr; not with --json or --quiet). */
+export function noteEmbeddedStarted(out: Output, info: { home: string; started: boolean }): void {
+  if (!info.started || out.json) return;
+  out.note(
+    out.chalk.dim(`Started the embedded PostgreSQL under ${info.home}; it keeps running for the next command (stop it with \`stockctl db stop\`).`),
+  );
+}
+
 export async function runCommand(flags: GlobalFlags, body: CommandBody): Promise<never> {
   const abort = new AbortController();
   let database: Database | undefined;
@@ -91,12 +82,12 @@ export async function runCommand(flags: GlobalFlags, body: CommandBody): Promise
     await db?.close().catch(() => {});
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    if (signalExit !== undefined) process.exit(signalExit); // second Ctrl-C: leave now
+    if (signalExit !== undefined) process.exit(signalExit); // second Ctrl-C: leave now, output or not
     signalExit = SIGNAL_EXIT[signal];
     abort.abort();
     // Give the command a moment to drain; then close the pool (rolling back any open
     // transaction on the server) and leave.
-    setTimeout(() => void closeDb().finally(() => process.exit(signalExit)), 5000).unref();
+    setTimeout(() => void closeDb().finally(() => exitWhenFlushed(signalExit ?? 1)), 5000).unref();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -105,26 +96,24 @@ export async function runCommand(flags: GlobalFlags, body: CommandBody): Promise
   let out: Output | undefined;
   try {
     out = await createOutput(flags);
-    const databaseUrl = flags.databaseUrl || process.env.DATABASE_URL || undefined;
+    const config = loadConfig(flags);
     const output = out;
     const ctx: CommandContext = {
       out: output,
-      actor: flags.actor || defaultActor(),
-      settings: loadSettings(),
+      config,
       signal: abort.signal,
-      databaseUrl: databaseUrl ? checkDatabaseUrl(databaseUrl) : undefined,
       async openDb(opts = {}) {
         if (database) return database;
         const { openDatabase } = await import('../db/client.js');
         database = await openDatabase({
+          statementTimeoutS: config.statementTimeoutS,
+          prepare: config.prepare,
           ...opts,
-          url: databaseUrl,
-          onEmbedded: ({ home, started }) => {
-            if (started || output.interactive) {
-              output.note(
-                output.chalk.dim(`Using the embedded PostgreSQL under ${home}${started ? ' (started it)' : ''}.`),
-              );
-            }
+          url: config.databaseUrl,
+          embedded: config.embedded,
+          onEmbedded: (info) => {
+            if (info.started) noteEmbeddedStarted(output, info);
+            else if (output.interactive) output.note(output.chalk.dim(`Using the embedded PostgreSQL under ${info.home}.`));
           },
         });
         return database;
@@ -136,5 +125,5 @@ export async function runCommand(flags: GlobalFlags, body: CommandBody): Promise
   } finally {
     await closeDb();
   }
-  process.exit(signalExit ?? exitCode);
+  return exitWhenFlushed(signalExit ?? exitCode);
 }

@@ -1,23 +1,190 @@
 /**
  * How stockctl connects, for every command and for `migrate`: a short connect timeout
- * for a server that is down or silent, and a longer wait for one that is full.
+ * for a server that is down or silent, a longer wait for one that is full, and deadlines
+ * so that nothing waits forever, whatever sits between us and PostgreSQL (a pooler, a
+ * dead network): the server ends statements and idle transactions that run too long,
+ * and the client gives up on a query the server never answers.
  */
 import postgres from 'postgres';
-import { errorCode } from './errors.js';
+import { DatabaseUnavailableError } from '../errors.js';
+import { isWaitForSlot, sqlState } from './errors.js';
+import { parseDatabaseUrl } from './url.js';
+import { DEFAULT_STATEMENT_TIMEOUT_S } from '../engine/settings.js';
 
 /** Seconds allowed to establish a connection before we give up with exit 7. */
 export const CONNECT_TIMEOUT_S = 5;
 
-export function createClient(url: string, opts: { application?: string; max?: number; lockTimeoutMs?: number } = {}) {
+/** Beyond the server's own statement_timeout, how long the client still waits for its answer. */
+const CLIENT_GRACE_S = 5;
+
+export interface ClientOptions {
+  application?: string;
+  max?: number;
+  lockTimeoutMs?: number;
+  /** The longest a statement may run or a transaction sit idle (STOCKCTL_STATEMENT_TIMEOUT). */
+  statementTimeoutS?: number;
+  /** Named prepared statements (off for PgBouncer in transaction mode: STOCKCTL_PREPARE=0). */
+  prepare?: boolean;
+  /** Send the timeouts as startup parameters (a pooler such as PgBouncer refuses them). */
+  sessionSettings?: boolean;
+}
+
+/** The client gave up on a database that did not answer (exit 7, with a sentence saying so). */
+export class DeadlineError extends DatabaseUnavailableError {
+  constructor(what: string, seconds: number) {
+    super(
+      `The database did not answer ${what} within ${seconds} s; check the server and anything in between (a pooler, the network), then retry.`,
+      'timeout',
+    );
+  }
+}
+
+export function createClient(url: string, opts: ClientOptions = {}): postgres.Sql {
+  const target = parseDatabaseUrl(url);
+  const statementS = opts.statementTimeoutS ?? DEFAULT_STATEMENT_TIMEOUT_S;
   const connection: Record<string, string> = { application_name: opts.application ?? 'stockctl' };
-  if (opts.lockTimeoutMs) connection.lock_timeout = String(opts.lockTimeoutMs);
-  return postgres(url, {
+  if (opts.sessionSettings !== false) {
+    connection.statement_timeout = String(statementS * 1000);
+    connection.idle_in_transaction_session_timeout = String(statementS * 1000);
+    if (opts.lockTimeoutMs) connection.lock_timeout = String(Math.min(opts.lockTimeoutMs, statementS * 1000));
+  }
+  const sql = postgres(target.url, {
+    // postgres.js takes arrays of hosts and ports (one per host), though its types say one.
+    host: target.options.host as unknown as string | undefined,
+    port: target.options.port as unknown as number | undefined,
+    path: target.options.path,
     max: opts.max ?? 2,
-    connect_timeout: CONNECT_TIMEOUT_S,
+    // postgres.js's own timer for a connection counts wall time, so on a machine too busy to
+    // run us it fired while the server had answered. The first connection is ended by our
+    // own deadline (connectDeadline: CONNECT_TIMEOUT_S + 1 s of waiting); this one is the
+    // backstop, for the pool's later connections.
+    connect_timeout: 2 * CONNECT_TIMEOUT_S,
     idle_timeout: 30,
+    prepare: opts.prepare ?? true,
     onnotice: () => {},
     connection,
   });
+  return withClientDeadline(sql, statementS + CONNECT_TIMEOUT_S + CLIENT_GRACE_S);
+}
+
+type Pending = PromiseLike<unknown> & { cancel?: () => unknown; values?: () => unknown };
+
+const isQuery = (value: unknown): value is Pending =>
+  typeof (value as Pending | null)?.then === 'function' && typeof (value as Pending).cancel === 'function';
+
+/**
+ * Every query and transaction on `sql` gets a client-side deadline: the server's
+ * statement_timeout normally answers first, but a server or pooler that never answers
+ * (postgres.js can wait forever, e.g. porsager/postgres#1174) is given up on, and the
+ * caller gets a DeadlineError instead of a hang. Only postgres.js's public surface is
+ * used: calling `sql` as a tag or `unsafe` gives a Query (a promise with `values` and
+ * `cancel`), `begin` runs a callback with a transaction's own `sql`.
+ */
+function withClientDeadline(sql: postgres.Sql, seconds: number): postgres.Sql {
+  /** A deadline that can be disarmed and armed again, for the phases of a transaction. */
+  const timer = () => {
+    let stop = () => {};
+    let fail: (err: Error) => void = () => {};
+    const expired = new Promise<never>((_, reject) => (fail = reject));
+    const disarm = () => stop();
+    const arm = () => {
+      disarm();
+      stop = patientDeadline(seconds, () => fail(new DeadlineError('a statement', seconds)));
+    };
+    return { expired, arm, disarm };
+  };
+  const race = <T>(work: PromiseLike<T>, deadline: ReturnType<typeof timer>): Promise<T> =>
+    Promise.race([Promise.resolve(work), deadline.expired]).finally(deadline.disarm);
+
+  const wrapQuery = (query: Pending): Pending => {
+    const proxy: Pending = new Proxy(query, {
+      get(target, prop) {
+        if (prop === 'then') {
+          return (onFulfilled?: (v: unknown) => unknown, onRejected?: (e: unknown) => unknown) => {
+            // No cancel request: the server's statement_timeout ends the statement if the
+            // server is there at all (and postgres.js leaves a failed cancel unhandled).
+            const deadline = timer();
+            deadline.arm();
+            return race(target, deadline).then(onFulfilled, onRejected);
+          };
+        }
+        if (prop === 'values') return () => (target.values?.(), proxy);
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== 'function') return value;
+        // catch and finally go through `then` above; everything else is the query's own.
+        return value.bind(prop === 'catch' || prop === 'finally' ? proxy : target);
+      },
+    });
+    return proxy;
+  };
+
+  const wrapSql = <S extends postgres.Sql | postgres.TransactionSql>(inner: S): S =>
+    new Proxy(inner, {
+      apply(target, self, args) {
+        const result = Reflect.apply(target as (...a: unknown[]) => unknown, self, args);
+        return isQuery(result) ? wrapQuery(result) : result;
+      },
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (prop === 'unsafe') {
+          return (...args: unknown[]) => wrapQuery((value as (...a: unknown[]) => Pending).apply(target, args));
+        }
+        if (prop === 'begin' || prop === 'savepoint') {
+          return (...args: unknown[]) => {
+            const fn = args.pop() as (tx: postgres.TransactionSql) => Promise<unknown>;
+            // BEGIN before the callback and COMMIT or ROLLBACK after it have a deadline;
+            // the callback's statements each have their own.
+            const deadline = timer();
+            deadline.arm();
+            const work = (value as (...a: unknown[]) => PromiseLike<unknown>).apply(target, [
+              ...args,
+              async (tx: postgres.TransactionSql) => {
+                deadline.disarm();
+                try {
+                  return await fn(wrapSql(tx));
+                } finally {
+                  deadline.arm();
+                }
+              },
+            ]);
+            return race(work, deadline);
+          };
+        }
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    }) as S;
+
+  return wrapSql(sql);
+}
+
+/**
+ * A client on which `first` has run: the first connection waits out a full server, and a
+ * pooler is detected. PgBouncer refuses startup parameters it does not track (08P01, the
+ * timeouts above) and, in transaction mode, cannot keep named prepared statements; so on
+ * 08P01 we connect again without either. Through a pooler the client-side deadline still
+ * holds, and the pooler's own `query_timeout` and `idle_transaction_timeout` apply.
+ */
+export async function openClient<T>(
+  url: string,
+  opts: ClientOptions,
+  first: (sql: postgres.Sql) => Promise<T>,
+): Promise<{ sql: postgres.Sql; first: T; pooled: boolean }> {
+  const attempt = async (options: ClientOptions) => {
+    const sql = createClient(url, options);
+    try {
+      return { sql, first: await whenConnected(() => first(sql)) };
+    } catch (err) {
+      // Nothing to drain: a connection that never came up is dropped at once.
+      await sql.end({ timeout: 0 });
+      throw err;
+    }
+  };
+  try {
+    return { ...(await attempt(opts)), pooled: false };
+  } catch (err) {
+    if (sqlState(err) !== '08P01' || opts.sessionSettings === false) throw err;
+    return { ...(await attempt({ ...opts, sessionSettings: false, prepare: false })), pooled: true };
+  }
 }
 
 /**
@@ -28,18 +195,67 @@ export function createClient(url: string, opts: { application?: string; max?: nu
  */
 export const BUSY_SERVER_WAIT_S = 30;
 
-/** Waits out a full server or one still starting up (see BUSY_SERVER_WAIT_S). */
+/**
+ * Waits out a full server or one still starting up (see BUSY_SERVER_WAIT_S). Each attempt
+ * has a client-side deadline of its own: postgres.js may never settle a connection to a
+ * URL whose every host is down (porsager/postgres#1174).
+ */
 export async function whenConnected<T>(first: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + BUSY_SERVER_WAIT_S * 1000;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await first();
+      return await connectDeadline(first());
     } catch (err) {
-      const code = errorCode(err);
-      if ((code !== '53300' && code !== '57P03') || Date.now() > deadline) throw err;
+      if (!isWaitForSlot(err) || Date.now() > deadline) throw err;
       // Jittered and growing, so that waiting processes do not retry in step.
       const pause = Math.min(1000, 50 * attempt) * (0.5 + Math.random());
       await new Promise((resolve) => setTimeout(resolve, pause));
     }
   }
+}
+
+function connectDeadline<T>(work: Promise<T>): Promise<T> {
+  const seconds = CONNECT_TIMEOUT_S + 1;
+  let stop = () => {};
+  const deadline = new Promise<never>((_, reject) => {
+    stop = patientDeadline(seconds, () => reject(new DeadlineError('a connection attempt', seconds)));
+  });
+  return Promise.race([work, deadline]).finally(() => stop());
+}
+
+/** How often a deadline looks at the clock. */
+const DEADLINE_TICK_MS = 250;
+
+/**
+ * Calls `expire` once this process has waited `seconds` for an answer, and returns what
+ * disarms it. A deadline is for a server that does not answer, not for a machine so busy
+ * (a hundred CLI processes started at once on two cores) that this process itself could
+ * not run: a tick that fires late counts as at most two ticks. And `expire` runs only
+ * after the I/O that arrived meanwhile was handled (setImmediate comes after the poll
+ * phase), so an answer that is already here is never taken for a timeout. The ticks
+ * do not keep the process alive.
+ */
+function patientDeadline(seconds: number, expire: () => void): () => void {
+  let waited = 0;
+  let last = performance.now();
+  let timeout: NodeJS.Timeout | undefined;
+  let immediate: NodeJS.Immediate | undefined;
+  const tick = () => {
+    const now = performance.now();
+    waited += Math.min(now - last, 2 * DEADLINE_TICK_MS);
+    last = now;
+    if (waited >= seconds * 1000) {
+      // Not unref'd: an unref'd immediate waits for something else to wake the loop.
+      immediate = setImmediate(expire);
+    } else {
+      timeout = setTimeout(tick, DEADLINE_TICK_MS);
+      timeout.unref();
+    }
+  };
+  timeout = setTimeout(tick, DEADLINE_TICK_MS);
+  timeout.unref();
+  return () => {
+    clearTimeout(timeout);
+    clearImmediate(immediate);
+  };
 }

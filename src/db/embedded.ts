@@ -13,16 +13,20 @@
  *   <home>/postgres.log    server log      (as root: symlink to the one below)
  * As root, PostgreSQL must run as an unprivileged user that cannot enter /root, so
  * the cluster lives in /var/lib/stockctl/<sha256(home)[0..12]>/{pgdata,postgres.log}.
+ *
+ * A home only ever uses its own cluster: whatever answers on the recorded port must report
+ * the system identifier written in this home's pg_control. After `db stop`, another home
+ * may take the port; the next command then starts this home's server on another one.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import os from 'node:os';
+import { endianness } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
+import { DatabaseUnavailableError, StockctlError } from '../errors.js';
 
 export interface EmbeddedInfo {
   url: string;
@@ -74,32 +78,33 @@ interface Binaries {
   pg_ctl: string;
 }
 
-export function stockctlHome(): string {
-  const fromEnv = process.env.STOCKCTL_HOME;
-  return path.resolve(fromEnv && fromEnv.trim() !== '' ? fromEnv : path.join(os.homedir(), '.local', 'share', 'stockctl'));
+/** Where an embedded server lives: its home folder and, if fixed, its port. */
+export interface EmbeddedPlace {
+  home: string;
+  port?: number;
 }
 
 /** Start the embedded server if needed and return the URL of its `stockctl` database. */
-export async function ensureEmbedded(): Promise<EmbeddedInfo> {
-  const home = stockctlHome();
+export async function ensureEmbedded(place: EmbeddedPlace): Promise<EmbeddedInfo> {
+  const { home } = place;
 
   // Fast path: a few ms when the server is already up, no lock, no child process.
   const known = await readConfig(home);
-  if (known && (await probe(known.port)) === 'ready') return info(home, known, false);
+  if (known && (await probe(known.port, known.dataDir)) === 'ready') return info(home, known, false);
 
   return withFsErrors(home, async () => {
     await fs.mkdir(home, { recursive: true });
     const lock = await acquireLock(home);
     try {
-      return await startLocked(home);
+      return await startLocked(place);
     } finally {
       await lock.release();
     }
   });
 }
 
-export async function embeddedStatus(): Promise<EmbeddedStatus> {
-  const home = stockctlHome();
+export async function embeddedStatus(place: EmbeddedPlace): Promise<EmbeddedStatus> {
+  const { home } = place;
   const known = await readConfig(home);
   const cfg = known ?? defaultLayout(home);
   const initialised = await exists(path.join(cfg.dataDir, 'PG_VERSION'));
@@ -116,31 +121,84 @@ export async function embeddedStatus(): Promise<EmbeddedStatus> {
 }
 
 /** Stop this home's server; false if it was not running. */
-export async function stopEmbedded(): Promise<boolean> {
-  const home = stockctlHome();
+export async function stopEmbedded(place: EmbeddedPlace): Promise<boolean> {
+  const { home } = place;
   const known = await readConfig(home);
   if (!known || !(await exists(path.join(known.dataDir, 'PG_VERSION')))) return false;
 
   return withFsErrors(home, async () => {
     const lock = await acquireLock(home);
     try {
-      const cfg = (await readConfig(home)) ?? known;
-      const pm = await readPostmasterPid(cfg.dataDir);
-      if (!pm || !(await isPostmaster(pm.pid))) return false;
-      const runAs = await runAsFor(cfg.dataDir);
-      const bins = await usableBinaries(runAs);
-      const args = ['stop', '-D', cfg.dataDir, '-m', 'fast', '-w', '-t', '60', '-s'];
-      const res = await run(bins.pg_ctl, args, runAs, 90_000);
-      if (res.code !== 0) {
-        throw new DatabaseUnavailableError(
-          `Could not stop the embedded PostgreSQL server (${summary(res.output)}); see ${cfg.logFile}.`,
-        );
-      }
-      return true;
+      return await stopLocked((await readConfig(home)) ?? known);
     } finally {
       await lock.release();
     }
   });
+}
+
+export interface EmbeddedFootprint {
+  home: string;
+  /** What `destroyEmbedded` deletes, existing paths only: the cluster and this home's files. */
+  paths: string[];
+}
+
+/** What `destroyEmbedded` would delete (nothing is touched). */
+export async function embeddedFootprint(place: EmbeddedPlace): Promise<EmbeddedFootprint> {
+  const { home } = place;
+  return { home, paths: await footprint(home, (await readConfig(home)) ?? defaultLayout(home)) };
+}
+
+/**
+ * Stop this home's server and delete its cluster, its log and this home's own files (as
+ * root, the cluster's directory under /var/lib/stockctl too). Only stockctl's own entries
+ * are removed; the home directory itself goes only if that leaves it empty.
+ */
+export async function destroyEmbedded(place: EmbeddedPlace): Promise<{ home: string; stopped: boolean; removed: string[] }> {
+  const { home } = place;
+  if (!(await exists(home))) return { home, stopped: false, removed: [] };
+  return withFsErrors(home, async () => {
+    const lock = await acquireLock(home);
+    let stopped: boolean;
+    let removed: string[];
+    try {
+      const cfg = (await readConfig(home)) ?? defaultLayout(home);
+      stopped = await stopLocked(cfg);
+      removed = await footprint(home, cfg);
+      for (const p of removed) await fs.rm(p, { recursive: true, force: true });
+    } finally {
+      await lock.release();
+    }
+    await fs.rmdir(home).catch(() => {}); // not empty: the user keeps something else there
+    return { home, stopped, removed };
+  });
+}
+
+/** Under the home's lock: a fast shutdown of this home's postmaster, if it runs. */
+async function stopLocked(cfg: { dataDir: string; logFile: string }): Promise<boolean> {
+  const pm = await readPostmasterPid(cfg.dataDir);
+  if (!pm || !(await isPostmaster(pm.pid))) return false;
+  const runAs = await runAsFor(cfg.dataDir);
+  const bins = await usableBinaries(runAs);
+  const args = ['stop', '-D', cfg.dataDir, '-m', 'fast', '-w', '-t', '60', '-s'];
+  const res = await run(bins.pg_ctl, args, runAs, 90_000);
+  if (res.code !== 0) {
+    throw new DatabaseUnavailableError(
+      `Could not stop the embedded PostgreSQL server (${summary(res.output)}); see ${cfg.logFile}.`,
+    );
+  }
+  return true;
+}
+
+async function footprint(home: string, cfg: { dataDir: string; logFile: string }): Promise<string[]> {
+  const base = path.dirname(cfg.dataDir);
+  // As root our layout gives the cluster a directory of its own: it goes whole.
+  const cluster = path.dirname(base) === ROOT_DATA_BASE ? [base] : [cfg.dataDir, `${cfg.dataDir}.init`, cfg.logFile];
+  const own = ['embedded.json', 'pgdata', 'pgdata.init', 'postgres.log'].map((name) => path.join(home, name));
+  const found: string[] = [];
+  for (const p of [...new Set([...cluster, ...own])]) {
+    if (await fs.lstat(p).then(() => true, () => false)) found.push(p);
+  }
+  return found;
 }
 
 /** Filesystem surprises (permissions, full disk) become one clear sentence too. */
@@ -158,14 +216,14 @@ async function withFsErrors<T>(home: string, work: () => Promise<T>): Promise<T>
 // ---------------------------------------------------------------------------
 // Starting (always under the home's lock)
 
-async function startLocked(home: string): Promise<EmbeddedInfo> {
+async function startLocked({ home, port: forced }: EmbeddedPlace): Promise<EmbeddedInfo> {
   let cfg = await readConfig(home);
   if (!cfg) {
     const layout = defaultLayout(home);
-    cfg = { version: 1, port: await choosePort(), ...layout };
+    cfg = { version: 1, port: forced ?? (await choosePort()), ...layout };
     await writeConfig(home, cfg);
   }
-  if ((await probe(cfg.port)) === 'ready') return info(home, cfg, false);
+  if ((await probe(cfg.port, cfg.dataDir)) === 'ready') return info(home, cfg, false);
 
   const runAs = await runAsFor(cfg.dataDir);
   const bins = await usableBinaries(runAs);
@@ -177,9 +235,9 @@ async function startLocked(home: string): Promise<EmbeddedInfo> {
     // Running but not answering on the recorded port yet (crash recovery, slow start),
     // or just killed and still exiting: wait for one or the other.
     const port = pm.port ?? cfg.port;
-    if (await waitReady(port, pm.pid, cfg.logFile)) {
+    if (await waitReady(port, pm.pid, cfg)) {
       if (port !== cfg.port) await writeConfig(home, (cfg = { ...cfg, port }));
-      await ensureDatabase(cfg.port, cfg.logFile);
+      await ensureDatabase(cfg);
       return info(home, cfg, false);
     }
   }
@@ -187,7 +245,6 @@ async function startLocked(home: string): Promise<EmbeddedInfo> {
   // makes postgres refuse to start; a dead pid it handles by itself.
   if (pm) await fs.rm(path.join(cfg.dataDir, 'postmaster.pid'), { force: true });
 
-  const forced = envPort();
   if (forced !== undefined && forced !== cfg.port) await writeConfig(home, (cfg = { ...cfg, port: forced }));
 
   for (let attempt = 1; ; attempt++) {
@@ -224,7 +281,7 @@ async function startLocked(home: string): Promise<EmbeddedInfo> {
     );
   }
   if (fresh) await createDatabase(cfg.port, cfg.logFile);
-  else await ensureDatabase(cfg.port, cfg.logFile);
+  else await ensureDatabase(cfg);
   return info(home, cfg, true);
 }
 
@@ -278,15 +335,15 @@ async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: Run
   }
 }
 
-async function ensureDatabase(port: number, logFile: string): Promise<void> {
-  const state = await probe(port);
+async function ensureDatabase(cfg: Config): Promise<void> {
+  const state = await probe(cfg.port, cfg.dataDir);
   if (state === 'ready') return;
   if (state !== 'no-database') {
     throw new DatabaseUnavailableError(
-      `The embedded PostgreSQL server on port ${port} is not accepting connections (${state}); see ${logFile}.`,
+      `The embedded PostgreSQL server on port ${cfg.port} is not accepting connections (${state}); see ${cfg.logFile}.`,
     );
   }
-  await createDatabase(port, logFile);
+  await createDatabase(cfg.port, cfg.logFile);
 }
 
 async function createDatabase(port: number, logFile: string): Promise<void> {
@@ -314,10 +371,11 @@ async function createDatabase(port: number, logFile: string): Promise<void> {
 }
 
 /** True once the server answers, false if the postmaster exits first. */
-async function waitReady(port: number, pid: number, logFile: string): Promise<boolean> {
+async function waitReady(port: number, pid: number, cfg: Config): Promise<boolean> {
+  const { logFile } = cfg;
   const deadline = Date.now() + START_TIMEOUT_S * 1000;
   for (;;) {
-    const state = await probe(port);
+    const state = await probe(port, cfg.dataDir);
     if (state === 'ready' || state === 'no-database') return true;
     if (!(await isPostmaster(pid))) return false;
     if (Date.now() > deadline) {
@@ -527,21 +585,7 @@ function summary(output: string): string {
 // ---------------------------------------------------------------------------
 // Ports and liveness
 
-function envPort(): number | undefined {
-  const raw = process.env.STOCKCTL_EMBEDDED_PORT;
-  if (raw === undefined || raw.trim() === '') return undefined;
-  const port = Number(raw);
-  if (!Number.isInteger(port) || port < 1024 || port > 65535 || port === 5432) {
-    throw new InvalidInputError(
-      `STOCKCTL_EMBEDDED_PORT must be a TCP port between 1024 and 65535 other than 5432, got "${raw}".`,
-    );
-  }
-  return port;
-}
-
 async function choosePort(from = FIRST_PORT): Promise<number> {
-  const forced = envPort();
-  if (forced !== undefined) return forced;
   const start = Math.max(from, FIRST_PORT);
   for (let port = start; port < start + PORT_SEARCH_SPAN && port <= 65535; port++) {
     if (await portFree(port)) return port;
@@ -560,58 +604,66 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-type ProbeState = 'ready' | 'no-database' | 'starting' | 'down' | 'other';
+type ProbeState = 'ready' | 'no-database' | 'starting' | 'down' | 'foreign' | 'other';
 
 /**
- * Speak just enough of the wire protocol to learn whether our server accepts a
- * trust login to the stockctl database: one backend fork, a few ms, and unlike a
- * bare TCP connect it tells "starting up" and "database missing" apart.
+ * Does this home's own server accept a trust login on `port`? A real login and one
+ * query: the server's system identifier must be the one in our pg_control, so another
+ * home's server that took the port after ours stopped is 'foreign', never used.
  */
-function probe(port: number, timeoutMs = 3000): Promise<ProbeState> {
-  return new Promise((resolve) => {
-    const params = Buffer.from(`user\0${SUPERUSER}\0database\0${DATABASE}\0\0`);
-    const startup = Buffer.alloc(8 + params.length);
-    startup.writeInt32BE(startup.length, 0);
-    startup.writeInt32BE(196608, 4); // protocol 3.0
-    params.copy(startup, 8);
-
-    let buf = Buffer.alloc(0);
-    let done = false;
-    const socket = net.connect({ host: HOST, port });
-    const finish = (state: ProbeState) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      // A polite Terminate keeps "connection reset" noise out of the server log.
-      if (state === 'ready') socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
-      else socket.destroy();
-      resolve(state);
-    };
-    const timer = setTimeout(() => finish('other'), timeoutMs);
-    socket.on('connect', () => socket.write(startup));
-    socket.on('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNREFUSED' ? 'down' : 'other'));
-    socket.on('close', () => finish('other'));
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 5) {
-        const type = String.fromCharCode(buf[0]);
-        const len = buf.readInt32BE(1);
-        if (len < 4 || len > 1 << 20) return finish('other');
-        if (buf.length < 1 + len) return;
-        const body = buf.subarray(5, 1 + len);
-        buf = buf.subarray(1 + len);
-        if (type === 'R' && body.length >= 4 && body.readInt32BE(0) !== 0) return finish('other'); // needs a password
-        if (type === 'Z') return finish('ready');
-        if (type === 'E') {
-          const code = /(?:^|\0)C([^\0]*)/.exec(body.toString('utf8'))?.[1];
-          if (code === '3D000') return finish('no-database');
-          if (code === '57P03') return finish('starting');
-          if (code === '53300') return finish('ready'); // up, just busy: the caller's pool retries
-          return finish('other');
-        }
-      }
+async function probe(port: number, dataDir: string, timeoutS = 3): Promise<ProbeState> {
+  const { default: postgres } = await import('postgres');
+  const ours = await clusterIdentifier(dataDir);
+  // The stockctl database first; if it is missing, identify the server through `postgres`.
+  for (const database of [DATABASE, 'postgres']) {
+    const sql = postgres({
+      host: HOST,
+      port,
+      user: SUPERUSER,
+      database,
+      max: 1,
+      connect_timeout: timeoutS,
+      onnotice: () => {},
+      connection: { application_name: 'stockctl-probe' },
     });
-  });
+    try {
+      const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`;
+      if (ours === undefined || row?.id !== ours) return 'foreign';
+      return database === DATABASE ? 'ready' : 'no-database';
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === '3D000' && database === DATABASE) continue;
+      if (code === 'ECONNREFUSED') return 'down';
+      if (code === '57P03') return 'starting';
+      // Up but full: our own postmaster on this port says it is ours; the caller's pool waits.
+      if (code === '53300') return (await listensOn(dataDir, port)) ? 'ready' : 'other';
+      return 'other';
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  }
+  return 'other';
+}
+
+/** The system identifier initdb wrote at the start of global/pg_control (as PostgreSQL's int8). */
+async function clusterIdentifier(dataDir: string): Promise<string | undefined> {
+  let handle: fs.FileHandle | undefined;
+  try {
+    handle = await fs.open(path.join(dataDir, 'global', 'pg_control'), 'r');
+    const buf = Buffer.alloc(8);
+    const { bytesRead } = await handle.read(buf, 0, 8, 0);
+    if (bytesRead < 8) return undefined;
+    return (endianness() === 'LE' ? buf.readBigInt64LE(0) : buf.readBigInt64BE(0)).toString();
+  } catch {
+    return undefined;
+  } finally {
+    await handle?.close();
+  }
+}
+
+async function listensOn(dataDir: string, port: number): Promise<boolean> {
+  const pm = await readPostmasterPid(dataDir);
+  return pm?.port === port && (await isPostmaster(pm.pid));
 }
 
 async function readPostmasterPid(dataDir: string): Promise<{ pid: number; port?: number } | undefined> {
@@ -653,91 +705,34 @@ function pidAlive(pid: number): boolean {
 }
 
 // ---------------------------------------------------------------------------
-// The start lock: an atomic mkdir, with the owner's pid inside for stale detection.
-
-class Lock {
-  private readonly heartbeat: NodeJS.Timeout;
-
-  constructor(
-    private readonly dir: string,
-    private readonly token: string,
-  ) {
-    // Refresh the owner file so a long initdb is not mistaken for a stale lock.
-    this.heartbeat = setInterval(() => {
-      const now = new Date();
-      fs.utimes(path.join(dir, 'owner'), now, now).catch(() => {});
-    }, LOCK_HEARTBEAT_MS);
-    this.heartbeat.unref();
-  }
-
-  async release(): Promise<void> {
-    clearInterval(this.heartbeat);
-    if ((await readOwner(this.dir))?.token === this.token) await fs.rm(this.dir, { recursive: true, force: true });
-  }
-}
-
-interface Owner {
-  pid: number;
-  host: string;
-  token: string;
-}
-
-async function readOwner(dir: string): Promise<Owner | undefined> {
-  try {
-    return JSON.parse(await fs.readFile(path.join(dir, 'owner'), 'utf8')) as Owner;
-  } catch {
-    return undefined;
-  }
-}
+// The start lock, so that commands starting at once share one server: proper-lockfile's
+// `<home>/start.lock` directory, refreshed while held so that a long initdb is not taken
+// for a stale lock, and broken when its holder died.
 
 /** Take `<home>/start.lock`, waiting for (or breaking a stale) one held elsewhere. */
-async function acquireLock(home: string): Promise<Lock> {
-  const dir = path.join(home, 'start.lock');
-  const token = `${process.pid}-${randomBytes(6).toString('hex')}`;
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  let delay = 25;
-  for (;;) {
-    try {
-      await fs.mkdir(dir);
-      await fs.writeFile(path.join(dir, 'owner'), JSON.stringify({ pid: process.pid, host: os.hostname(), token }));
-      return new Lock(dir, token);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new DatabaseUnavailableError(`Cannot create the lock ${dir} (${(err as Error).message}).`);
-      }
-    }
-    if (await breakIfStale(dir)) continue;
-    if (Date.now() > deadline) {
+async function acquireLock(home: string): Promise<{ release(): Promise<void> }> {
+  const lockfilePath = path.join(home, 'start.lock');
+  const { default: lockfile } = await import('proper-lockfile');
+  try {
+    const release = await lockfile.lock(home, {
+      lockfilePath,
+      realpath: false,
+      stale: LOCK_STALE_MS,
+      update: LOCK_HEARTBEAT_MS,
+      // About LOCK_WAIT_MS in all: 25 ms, doubling to 250 ms between attempts.
+      retries: { retries: Math.ceil(LOCK_WAIT_MS / 250), minTimeout: 25, maxTimeout: 250, factor: 2 },
+      // A lock lost while held (its directory removed by hand) is only reported at release.
+      onCompromised: () => {},
+    });
+    return { release: () => release().catch(() => {}) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOCKED') {
       throw new DatabaseUnavailableError(
-        `Timed out waiting for another stockctl process to start the embedded PostgreSQL server (lock ${dir}).`,
+        `Timed out waiting for another stockctl process to start the embedded PostgreSQL server (lock ${lockfilePath}).`,
       );
     }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 250);
+    throw new DatabaseUnavailableError(`Cannot create the lock ${lockfilePath} (${(err as Error).message}).`);
   }
-}
-
-async function breakIfStale(dir: string): Promise<boolean> {
-  const owner = await readOwner(dir);
-  let age: number;
-  try {
-    age = Date.now() - (await fs.stat(owner ? path.join(dir, 'owner') : dir)).mtimeMs;
-  } catch {
-    return true; // vanished meanwhile: just retry
-  }
-  const dead = owner !== undefined && owner.host === os.hostname() && !pidAlive(owner.pid);
-  if (!dead && age < LOCK_STALE_MS) return false;
-  // Rename first so that of several processes breaking the same stale lock only one
-  // succeeds, and re-check the owner so we never break a lock just taken afresh.
-  if ((await readOwner(dir))?.token !== owner?.token) return true;
-  const grave = `${dir}.stale-${process.pid}-${randomBytes(3).toString('hex')}`;
-  try {
-    await fs.rename(dir, grave);
-  } catch {
-    return true;
-  }
-  await fs.rm(grave, { recursive: true, force: true });
-  return true;
 }
 
 // ---------------------------------------------------------------------------

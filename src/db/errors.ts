@@ -4,21 +4,7 @@
  * drizzle wrapper's message contains bound parameters, so it is never shown to a user.
  */
 import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
-
-/** postgres.js codes for connections that never came up or went away. */
-const CONNECTION_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'CONNECT_TIMEOUT',
-  'CONNECTION_CLOSED',
-  'CONNECTION_ENDED',
-  'CONNECTION_DESTROYED',
-]);
+import { parseDatabaseUrl } from './url.js';
 
 interface CodedError {
   code?: unknown;
@@ -43,22 +29,81 @@ export function sqlState(err: unknown): string | undefined {
   return code && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-/** Transient conflicts that a transaction may simply run again. */
-export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
-
-export function isRetryable(err: unknown): boolean {
-  const state = sqlState(err);
-  return state !== undefined && RETRYABLE_SQLSTATES.has(state);
+/**
+ * What to do about an error, by its code: a SQLSTATE, a SQLSTATE class (its first two
+ * characters), or a postgres.js / socket code. The one table every layer consults
+ * (graphile-worker keeps its retryable codes the same way).
+ */
+interface Policy {
+  /** A transient conflict: run the transaction again after about this long (times the attempt). */
+  retryAfterMs?: number;
+  /** The server answered "not now" at once (full, starting up): wait for a slot and try again. */
+  waitForSlot?: boolean;
+  /** Database unavailable, exit 7: why, in words that follow "The database at <url>". */
+  unavailable?: string;
+  /** With `unavailable`: what to do instead of checking the URL and the server, and the error code it gets. */
+  remedy?: { text: string; code: string };
+  /** Timed out, exit 7 with code `timeout`: the whole sentence. */
+  timeout?: string;
 }
 
-/** Is this the database being unreachable (as opposed to a query being wrong)? */
-export function isConnectionFailure(err: unknown): boolean {
+const UNREACHABLE: Policy = { unavailable: 'is unavailable' };
+
+const POLICIES: Record<string, Policy> = {
+  // Transaction conflicts: safe to run again.
+  '40001': { retryAfterMs: 5 }, // serialization_failure
+  '40P01': { retryAfterMs: 10 }, // deadlock_detected
+  // The server answers at once but cannot take us now.
+  '53300': { waitForSlot: true, unavailable: 'is full (too many connections); retry later, or raise its max_connections' },
+  '57P03': { waitForSlot: true, unavailable: 'is starting up or shutting down' },
+  // Deadlines (see src/db/connect.ts).
+  '57014': {
+    timeout:
+      'A database statement ran longer than STOCKCTL_STATEMENT_TIMEOUT allows (or was cancelled by an administrator); retry later, or raise the timeout.',
+  },
+  '55P03': { timeout: 'Waited too long for a row or table locked by another session (lock timeout); retry shortly.' },
+  '25P03': {
+    timeout:
+      'The database ended a transaction left idle for longer than STOCKCTL_STATEMENT_TIMEOUT; retry, and check what stalled the client.',
+  },
+  // Connecting.
+  '08': UNREACHABLE, // connection_exception (class)
+  '57P0': UNREACHABLE, // admin / crash shutdown, cannot connect now
+  '28': { unavailable: 'rejected the credentials' }, // invalid_authorization (class)
+  '3D000': { unavailable: 'has no such database' },
+  // A stockctl table is missing: a database made (or restored) since the schema check.
+  '42P01': {
+    unavailable: 'is missing a stockctl table',
+    remedy: { text: 'its schema is not migrated; run `stockctl migrate` first', code: 'not_migrated' },
+  },
+  ECONNREFUSED: { unavailable: 'refused the connection' },
+  ENOTFOUND: { unavailable: 'has a host name that does not resolve' },
+  CONNECT_TIMEOUT: { unavailable: 'did not answer in time' },
+  ECONNRESET: UNREACHABLE,
+  EAI_AGAIN: UNREACHABLE,
+  ETIMEDOUT: UNREACHABLE,
+  EHOSTUNREACH: UNREACHABLE,
+  ENETUNREACH: UNREACHABLE,
+  CONNECTION_CLOSED: UNREACHABLE,
+  CONNECTION_ENDED: UNREACHABLE,
+  CONNECTION_DESTROYED: UNREACHABLE,
+};
+
+function policyFor(err: unknown): { code: string; policy: Policy } | undefined {
   const code = errorCode(err);
-  if (!code) return false;
-  if (CONNECTION_CODES.has(code)) return true;
-  // 08: connection exception; 57P0x: shutting down / cannot connect now; 53300: too many
-  // connections; 28: authentication; 3D000: database does not exist.
-  return /^(08|57P0|28)/.test(code) || code === '53300' || code === '3D000';
+  if (!code) return undefined;
+  const policy = POLICIES[code] ?? POLICIES[code.slice(0, 4)] ?? POLICIES[code.slice(0, 2)];
+  return policy ? { code, policy } : undefined;
+}
+
+/** Milliseconds to wait before running a transaction again, or undefined if it must not be. */
+export function retryAfterMs(err: unknown): number | undefined {
+  return policyFor(err)?.policy.retryAfterMs;
+}
+
+/** Is this a server that cannot take a session right now, but will soon? */
+export function isWaitForSlot(err: unknown): boolean {
+  return policyFor(err)?.policy.waitForSlot === true;
 }
 
 /**
@@ -67,27 +112,19 @@ export function isConnectionFailure(err: unknown): boolean {
  */
 export function toDomainError(err: unknown, where?: string): unknown {
   if (err instanceof StockctlError) return err;
-  if (isConnectionFailure(err)) {
-    const code = errorCode(err);
+  if (sqlState(err) === '42704' && where) {
+    // At connection time: a setting in the URL's query string that the server does not know.
+    return new InvalidInputError(`DATABASE_URL (or --database-url) sets a parameter the server does not know: ${publicMessage(err)}.`);
+  }
+  const found = policyFor(err);
+  if (found?.policy.timeout) return new DatabaseUnavailableError(found.policy.timeout, 'timeout');
+  if (found?.policy.unavailable) {
     const target = where ? ` at ${where}` : '';
-    if (code === '53300') {
-      return new DatabaseUnavailableError(
-        `The database${target} is full (too many connections); retry later, or raise its max_connections.`,
-      );
-    }
-    const why =
-      code === 'CONNECT_TIMEOUT'
-        ? 'did not answer in time'
-        : code === 'ECONNREFUSED'
-          ? 'refused the connection'
-          : code === '3D000'
-            ? 'has no such database'
-            : code?.startsWith('28')
-              ? 'rejected the credentials'
-              : `is unavailable (${code})`;
-    return new DatabaseUnavailableError(
-      `The database${target} ${why}; check DATABASE_URL and that the server is running, then retry.`,
-    );
+    const { unavailable, remedy, waitForSlot } = found.policy;
+    if (remedy) return new DatabaseUnavailableError(`The database${target} ${unavailable} (${publicMessage(err)}): ${remedy.text}.`, remedy.code);
+    const why = found.policy === UNREACHABLE ? `${unavailable} (${found.code})` : unavailable;
+    const advice = waitForSlot ? '' : '; check DATABASE_URL and that the server is running, then retry';
+    return new DatabaseUnavailableError(`The database${target} ${why}${advice}.`);
   }
   return err;
 }
@@ -95,11 +132,9 @@ export function toDomainError(err: unknown, where?: string): unknown {
 /** A connection string with any password masked, safe to print. */
 export function redactUrl(url: string): string {
   try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
+    return parseDatabaseUrl(url).display;
   } catch {
-    return '<unparseable DATABASE_URL>';
+    return '<unreadable DATABASE_URL>';
   }
 }
 
@@ -114,18 +149,8 @@ export function publicMessage(err: unknown): string {
   return current instanceof Error ? current.message : String(current);
 }
 
-/** A DATABASE_URL that cannot even be parsed is bad input (exit 2), not an outage. */
+/** A DATABASE_URL that cannot be read is bad input (exit 2), not an outage. */
 export function checkDatabaseUrl(url: string): string {
-  let protocol = '';
-  try {
-    protocol = new URL(url).protocol;
-  } catch {
-    /* reported below */
-  }
-  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
-    throw new InvalidInputError(
-      `DATABASE_URL (or --database-url) is not a PostgreSQL URL: ${protocol ? `"${protocol}" scheme` : 'cannot parse it'}; use postgres://user@host:5432/dbname.`,
-    );
-  }
+  parseDatabaseUrl(url);
   return url;
 }

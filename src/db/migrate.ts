@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type postgres from 'postgres';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
-import { DatabaseUnavailableError } from '../errors.js';
-import { createClient, whenConnected } from './connect.js';
+import { DatabaseUnavailableError, InvalidInputError } from '../errors.js';
+import { openClient } from './connect.js';
 
 /** Resolved from this module, not the working directory: cron runs in $HOME. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -61,17 +61,31 @@ export async function schemaState(sql: postgres.Sql): Promise<SchemaState> {
   return { migrated: appliedKnown === journal.length, applied: appliedKnown, expected: journal.length, unknown };
 }
 
+/** The least time a migration statement gets (STOCKCTL_STATEMENT_TIMEOUT may allow more). */
+const MIGRATION_TIMEOUT_S = 600;
+
 /**
  * Apply every pending migration, in order, each in its own transaction, under a
  * session advisory lock so that several hosts may run this at once.
  */
-export async function runMigrations(url: string, opts: { dryRun?: boolean } = {}): Promise<MigrationPlan> {
+export async function runMigrations(
+  url: string,
+  opts: { dryRun?: boolean; statementTimeoutS?: number } = {},
+): Promise<MigrationPlan> {
   const migrations = readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
   const journal = readJournal();
-  const sql = createClient(url, { max: 1, application: 'stockctl-migrate' });
+  // DDL on a big table, and waiting for another host's migrate, may take longer than a statement.
+  const statementTimeoutS = Math.max(opts.statementTimeoutS ?? 0, MIGRATION_TIMEOUT_S);
+  const { sql, pooled } = await openClient(url, { max: 1, application: 'stockctl-migrate', statementTimeoutS }, (s) => s`select 1`);
   try {
-    if (!opts.dryRun) await whenConnected(() => sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`);
-    const applied = await whenConnected(() => appliedMillis(sql));
+    if (pooled) {
+      throw new InvalidInputError(
+        'migrate needs a direct connection to PostgreSQL, not a pooler in transaction mode (it holds a session lock while it works); point DATABASE_URL at the server itself.',
+        'pooler',
+      );
+    }
+    if (!opts.dryRun) await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
+    const applied = await appliedMillis(sql);
     const plan: MigrationPlan = { applied: [], pending: [] };
     // Anything recorded as applied (even by a newer stockctl) makes every older,
     // unapplied migration a gap that must not be skipped silently.

@@ -80,7 +80,7 @@ export const productVariants = pgTable(
   ],
 );
 
-export const ORDER_STATUSES = ['pending', 'paid', 'cancelled', 'fulfilled', 'shipped', 'delivered'] as const;
+export const ORDER_STATUSES = ['pending', 'paid', 'cancelled', 'processing', 'fulfilled', 'shipped', 'delivered'] as const;
 export const PAYMENT_STATUSES = ['awaiting', 'paid', 'expired', 'void', 'refunded'] as const;
 export const RESERVATION_STATUSES = ['active', 'converted', 'expired', 'cancelled'] as const;
 
@@ -105,17 +105,23 @@ export const orders = pgTable(
     reserveAttempts: integer('reserve_attempts').notNull().default(1),
     strategy: text('strategy'),
     createdBy: text('created_by'),
+    /** How the customer pays, and the window reserve gave the order (seconds); null before issue 11. */
+    paymentMethod: text('payment_method'),
+    paymentWindowSeconds: integer('payment_window_seconds'),
+    /** The customer tier whose extra time the window includes (PRIORITY_WINDOWS), if any. */
+    priority: text('priority'),
     ...timestamps,
   },
   (t) => [
     uniqueIndex('orders_ref_key').on(t.ref),
     index('orders_pending_expiry_idx').on(t.paymentExpiresAt).where(sql`status = 'pending'`),
     index('orders_status_created_idx').on(t.status, t.createdAt),
-    check('orders_status_valid', sql`${t.status} IN ('pending','paid','cancelled','fulfilled','shipped','delivered')`),
+    check('orders_status_valid', sql`${t.status} IN ('pending','paid','cancelled','processing','fulfilled','shipped','delivered')`),
     check('orders_payment_status_valid', sql`${t.paymentStatus} IN ('awaiting','paid','expired','void','refunded')`),
     check('orders_pending_has_window', sql`${t.status} <> 'pending' OR ${t.paymentExpiresAt} IS NOT NULL`),
     check('orders_paid_has_time', sql`${t.status} <> 'paid' OR ${t.paidAt} IS NOT NULL`),
     check('orders_cancelled_has_time', sql`${t.status} <> 'cancelled' OR ${t.cancelledAt} IS NOT NULL`),
+    check('orders_payment_window_positive', sql`${t.paymentWindowSeconds} > 0`),
   ],
 );
 
@@ -244,3 +250,47 @@ export const stockItems = pgView('stock_items', {
   SELECT v.product_id, v.variant_id, v.sku, v.name, v.price, v.stock_quantity,
          v.reserved_stock, v.version, v.in_stock, v.updated_at
     FROM product_variants v`);
+
+/** The fulfilment states after payment, in the only order an order may move through them. */
+export const FULFILMENT_STATUSES = ['processing', 'shipped', 'delivered'] as const;
+
+/** Each fulfilment step of an order (paid → processing → shipped → delivered): who and when. */
+export const orderStatusHistory = pgTable(
+  'order_status_history',
+  {
+    historyId: bigserial('history_id', { mode: 'number' }).primaryKey(),
+    orderId: uuid('order_id')
+      .notNull()
+      .references(() => orders.orderId),
+    fromStatus: text('from_status').notNull(),
+    toStatus: text('to_status').notNull(),
+    actor: text('actor').notNull(),
+    createdAt: timestamps.createdAt,
+  },
+  (t) => [index('order_status_history_order_idx').on(t.orderId, t.historyId)],
+);
+
+export const TOKEN_ROLES = ['read', 'shop', 'support', 'admin'] as const;
+
+/**
+ * API tokens for `stockctl serve`. Only the SHA-256 of a token is stored: the token
+ * itself is shown once, when created. The name is the actor recorded with every change.
+ */
+export const apiTokens = pgTable(
+  'api_tokens',
+  {
+    tokenId: bigserial('token_id', { mode: 'number' }).primaryKey(),
+    name: text('name').notNull(),
+    role: text('role', { enum: TOKEN_ROLES }).notNull(),
+    tokenHash: text('token_hash').notNull(),
+    createdAt: timestamps.createdAt,
+    createdBy: text('created_by'),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('api_tokens_name_key').on(t.name),
+    uniqueIndex('api_tokens_hash_key').on(t.tokenHash),
+    check('api_tokens_role_valid', sql`${t.role} IN ('read','shop','support','admin')`),
+  ],
+);

@@ -1,13 +1,15 @@
 /** The catalogue: adding products and variants, and setting or adjusting their stock. */
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
+import { execute, rows, transaction } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
+import { MAX_QUANTITY } from './input.js';
 import {
   applyStockChanges,
   availableUnits,
+  firstProductWithVariants,
   lockStockRow,
   readStockRows,
-  rows,
   unknownSku,
   type StockRow,
 } from './stock.js';
@@ -54,9 +56,9 @@ export interface AddedProduct extends StockItem {
 
 /** Add a product, or with `parentSku` a variant of one; initial stock goes through the ledger. */
 export async function addProduct(db: Db, input: AddProductInput): Promise<AddedProduct> {
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     // SKUs are unique across products and variants; serialise adds of the same SKU.
-    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext(${`stockctl:sku:${input.sku}`}))`);
+    await execute(tx, sql`SELECT pg_advisory_xact_lock(hashtext(${`stockctl:sku:${input.sku}`}))`);
     const [clash] = await rows<{ sku: string }>(
       tx,
       sql`SELECT sku FROM products WHERE sku = ${input.sku} UNION ALL SELECT sku FROM product_variants WHERE sku = ${input.sku}`,
@@ -74,6 +76,17 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
               FROM products p WHERE sku = ${input.parentSku} FOR UPDATE`,
       );
       if (!parent) {
+        const [variant] = await rows<{ product: string }>(
+          tx,
+          sql`SELECT p.sku AS product FROM product_variants v JOIN products p USING (product_id) WHERE v.sku = ${input.parentSku}`,
+        );
+        if (variant) {
+          throw new RefusedError(
+            `SKU "${input.parentSku}" is a variant of ${variant.product}, and a variant has no variants of its own; use --parent ${variant.product}.`,
+            'parent_is_variant',
+            { sku: input.parentSku, product: variant.product },
+          );
+        }
         throw new NotFoundError(`No product has SKU "${input.parentSku}" to be the parent.`, 'sku_not_found', {
           sku: input.parentSku,
         });
@@ -131,6 +144,13 @@ export async function listStock(db: Db, input: ListStockInput = {}): Promise<Sto
   if (input.skus?.length) {
     const known = new Set(found.map((r) => r.sku));
     const missing = input.skus.filter((s) => !known.has(s));
+    // Not found as a stock row, though the product exists: say where its stock is.
+    const parent = missing.length > 0 ? await firstProductWithVariants(db, missing) : undefined;
+    if (parent) {
+      throw new NotFoundError(`SKU "${parent}" is a product with variants, which hold its stock; ask for one of its variant SKUs instead.`, 'sku_not_found', {
+        sku: parent,
+      });
+    }
     if (missing.length === 1) throw unknownSku(missing[0]);
     if (missing.length > 1) {
       throw new NotFoundError(`No stock rows have SKUs ${missing.map((s) => `"${s}"`).join(', ')}.`, 'sku_not_found', {
@@ -158,7 +178,7 @@ export interface SetStockInput {
 
 /** `stock set` and `stock adjust`: never below what pending orders hold (exit 5). */
 export async function changeStock(db: Db, input: SetStockInput): Promise<StockChangeResult> {
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     const row = await lockStockRow(tx, input.sku);
     const target = input.quantity ?? row.stockQuantity + (input.delta ?? 0);
     if (target < 0) {
@@ -167,9 +187,18 @@ export async function changeStock(db: Db, input: SetStockInput): Promise<StockCh
         'stock_below_zero',
       );
     }
+    // What was asked, as the user asked it: `set X to 3`, or `adjust X by -14` (to 3).
+    const asked = input.quantity !== undefined ? `set ${input.sku} to ${target}` : `adjust ${input.sku} by ${signed(input.delta ?? 0)} (to ${target})`;
+    if (target > MAX_QUANTITY) {
+      throw new RefusedError(`Cannot ${asked}: a stock row holds at most ${MAX_QUANTITY} units.`, 'stock_above_limit', {
+        sku: input.sku,
+        requested: target,
+        limit: MAX_QUANTITY,
+      });
+    }
     if (target < row.reservedStock) {
       throw new RefusedError(
-        `Cannot set ${input.sku} to ${target}: ${row.reservedStock} units are reserved by pending orders (cancel them or let them expire first).`,
+        `Cannot ${asked}: ${row.reservedStock} units are reserved by pending orders (cancel them or let them expire first).`,
         'stock_below_reserved',
         { sku: input.sku, requested: target, reserved: row.reservedStock },
       );
@@ -193,3 +222,5 @@ export async function changeStock(db: Db, input: SetStockInput): Promise<StockCh
     return { ...toStockItem(after), previous_stock_quantity: row.stockQuantity, changed: true };
   });
 }
+
+const signed = (n: number) => (n > 0 ? `+${n}` : String(n));

@@ -4,7 +4,8 @@
  * is handed back in exactly one way.
  */
 import { sql } from 'drizzle-orm';
-import { applyStockChanges, lockStockRows, rows, toTextArray, type MovementKind, type Tx } from './stock.js';
+import { array, rows, type Tx } from '../db/query.js';
+import { applyStockChanges, type MovementKind } from './stock.js';
 
 export interface ReservationRow {
   reservationId: string;
@@ -14,10 +15,6 @@ export interface ReservationRow {
 }
 
 export const TIMEOUT_NOTE = 'Payment timeout';
-
-function uuidArray(ids: string[]) {
-  return sql`${`{${ids.join(',')}}`}::uuid[]`;
-}
 
 /**
  * Move the active reservations of these orders to `status` and give their units back
@@ -32,7 +29,7 @@ export async function releaseReservations(
   const released = await rows<ReservationRow>(
     tx,
     sql`UPDATE stock_reservations SET status = ${to.status}, released_at = now(), updated_at = now()
-         WHERE order_id = ANY(${uuidArray(orderIds)}) AND status = 'active'
+         WHERE order_id = ANY(${array(orderIds)}::uuid[]) AND status = 'active'
      RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, quantity`,
   );
   await moveReservedUnits(tx, released, { stockSign: 0, kind: to.kind, reason: to.reason, actor: to.actor });
@@ -51,14 +48,31 @@ export async function convertReservations(tx: Tx, orderId: string, actor: string
   return converted;
 }
 
+/**
+ * Put the units these paid orders sold back on hand (a restock on cancel): one ledger
+ * row per converted reservation. Returns what was restocked.
+ */
+export async function restockSoldUnits(tx: Tx, orderIds: string[], reason: string, actor: string): Promise<ReservationRow[]> {
+  if (orderIds.length === 0) return [];
+  const sold = await rows<ReservationRow>(
+    tx,
+    sql`SELECT reservation_id AS "reservationId", order_id AS "orderId", sku, quantity FROM stock_reservations
+         WHERE order_id = ANY(${array(orderIds)}::uuid[]) AND status = 'converted' ORDER BY sku`,
+  );
+  await applyStockChanges(
+    tx,
+    sold.map((s) => ({ sku: s.sku, stockDelta: s.quantity, reservedDelta: 0, kind: 'restock', orderId: s.orderId, reservationId: s.reservationId, reason })),
+    actor,
+  );
+  return sold;
+}
+
 async function moveReservedUnits(
   tx: Tx,
   reservations: ReservationRow[],
   how: { stockSign: number; kind: MovementKind; reason: string | null; actor: string },
 ) {
   if (reservations.length === 0) return;
-  const skus = [...new Set(reservations.map((r) => r.sku))];
-  if (skus.length > 1) await lockStockRows(tx, skus);
   await applyStockChanges(
     tx,
     reservations.map((r) => ({
@@ -92,10 +106,10 @@ export interface ExpiredOrders {
 export async function expireOrders(tx: Tx, target: ExpiryTarget, actor: string): Promise<ExpiredOrders> {
   const which =
     'orderIds' in target
-      ? sql`order_id = ANY(${uuidArray(target.orderIds)})`
+      ? sql`order_id = ANY(${array(target.orderIds)}::uuid[])`
       : target.due.skus
         ? sql`order_id IN (SELECT r.order_id FROM stock_reservations r
-                            WHERE r.status = 'active' AND r.sku = ANY(${toTextArray(target.due.skus)}))`
+                            WHERE r.status = 'active' AND r.sku = ANY(${array(target.due.skus)}::text[]))`
         : sql`TRUE`;
   const limit = 'orderIds' in target ? target.orderIds.length : target.due.limit;
   if (limit === 0) return { orderIds: [], released: [], units: 0 };

@@ -1,8 +1,6 @@
-/** Retry policy for transient database conflicts: a table from SQLSTATE to backoff. */
-import { sqlState } from '../db/errors.js';
+/** Running a transaction again after a transient conflict (the SQLSTATE table is in db/errors.ts). */
+import { retryAfterMs } from '../db/errors.js';
 
-/** Base backoff per retryable SQLSTATE (serialization failure, deadlock). */
-const BACKOFF_MS: Record<string, number> = { '40001': 5, '40P01': 10 };
 const MAX_ATTEMPTS = 8;
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -13,7 +11,7 @@ export async function withConflictRetry<T>(fn: (attempt: number) => Promise<T>, 
     try {
       return await fn(attempt);
     } catch (err) {
-      const base = BACKOFF_MS[sqlState(err) ?? ''];
+      const base = retryAfterMs(err);
       if (base === undefined || attempt >= MAX_ATTEMPTS) throw err;
       onRetry?.();
       await sleep(base * attempt + Math.random() * base);

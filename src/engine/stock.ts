@@ -5,12 +5,9 @@
  * can never disagree.
  */
 import { sql, type SQL } from 'drizzle-orm';
-import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
-import { NotFoundError } from '../errors.js';
-
-/** A database or a transaction: both can run statements. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Tx = PgDatabase<PgQueryResultHKT, any, any>;
+import { array, rows, type Tx } from '../db/query.js';
+import { NotFoundError, RefusedError, type Shortage } from '../errors.js';
+import type { OrderLine } from './input.js';
 
 export type MovementKind =
   | 'initial'
@@ -51,20 +48,6 @@ export interface StockRow {
 export const availableUnits = (row: Pick<StockRow, 'stockQuantity' | 'reservedStock'>) =>
   row.stockQuantity - row.reservedStock;
 
-/**
- * Run a statement as a named prepared statement. drizzle's `execute()` sends raw SQL
- * unprepared, so PostgreSQL would parse and plan the reserve statement (about 1.3 ms)
- * on every call; prepared, postgres.js reuses it per connection.
- */
-export async function rows<T>(tx: Tx, query: SQL): Promise<T[]> {
-  const internals = tx as unknown as {
-    session: { prepareQuery(q: unknown, fields: undefined, name: string, arrayMode: boolean): { execute(): Promise<unknown> } };
-    dialect: { sqlToQuery(q: SQL): unknown };
-  };
-  const prepared = internals.session.prepareQuery(internals.dialect.sqlToQuery(query), undefined, 'stockctl', false);
-  return (await prepared.execute()) as T[];
-}
-
 /** The StockRow columns; products have no variant_id column of their own. */
 const stockRowColumns = (variantId = 'variant_id') =>
   sql.raw(`product_id AS "productId", ${variantId} AS "variantId", sku, name, price,
@@ -72,7 +55,7 @@ const stockRowColumns = (variantId = 'variant_id') =>
 
 /** Read stock rows by SKU (no lock), in SKU order. */
 export async function readStockRows(tx: Tx, skus?: string[]): Promise<StockRow[]> {
-  const where = skus ? sql`WHERE sku = ANY(${toTextArray(skus)})` : sql``;
+  const where = skus ? sql`WHERE sku = ANY(${array(skus)}::text[])` : sql``;
   return rows<StockRow>(tx, sql`SELECT ${stockRowColumns()} FROM stock_items ${where} ORDER BY sku`);
 }
 
@@ -83,7 +66,7 @@ export async function readStockRows(tx: Tx, skus?: string[]): Promise<StockRow[]
  * FOR UPDATE would deadlock against other buyers' inserts.
  */
 export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]> {
-  const list = toTextArray([...new Set(skus)]);
+  const list = sql`${array([...new Set(skus)])}::text[]`;
   const products = await rows<StockRow>(
     tx,
     sql`SELECT ${stockRowColumns('NULL::uuid')}
@@ -101,20 +84,57 @@ export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]>
   return [...products, ...variants];
 }
 
-/** Lock one stock row or fail with exit 4 naming the SKU. */
+/** Lock one stock row, or fail naming the SKU: exit 5 for a product whose stock its variants hold, else exit 4. */
 export async function lockStockRow(tx: Tx, sku: string): Promise<StockRow> {
   const [row] = await lockStockRows(tx, [sku]);
-  if (!row) throw unknownSku(sku);
+  if (!row) {
+    await refuseProductsWithVariants(tx, [sku]);
+    throw unknownSku(sku);
+  }
   return row;
 }
 
-export function unknownSku(sku: string): NotFoundError {
-  return new NotFoundError(`No stock row has SKU "${sku}"; list them with \`stockctl stock\`.`, 'sku_not_found', { sku });
+/** Which of these SKUs do not name a stock row, and why: always throws. */
+export async function explainUnknownSkus(tx: Tx, skus: string[]): Promise<never> {
+  const known = new Set((await readStockRows(tx, skus)).map((r) => r.sku));
+  const missing = skus.filter((s) => !known.has(s));
+  await refuseProductsWithVariants(tx, missing);
+  throw new NotFoundError(`No stock row has SKU ${missing.map((s) => `"${s}"`).join(', ')}.`, 'sku_not_found', {
+    skus: missing,
+  }).withRemedy('list_stock');
 }
 
-/** postgres.js binds a JS array as a text[] parameter; drizzle needs an explicit cast. */
-export function toTextArray(values: string[]): SQL {
-  return sql`${`{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`}::text[]`;
+/** The first of these SKUs (in SKU order) that names a product with variants: no stock row, its variants hold its stock. */
+export async function firstProductWithVariants(tx: Tx, skus: string[]): Promise<string | undefined> {
+  const [parent] = await rows<{ sku: string }>(
+    tx,
+    sql`SELECT p.sku FROM products p WHERE p.sku = ANY(${array(skus)}::text[])
+          AND EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
+        ORDER BY p.sku LIMIT 1`,
+  );
+  return parent?.sku;
+}
+
+/** A product with variants has no stock of its own: its variants hold it (exit 5). */
+async function refuseProductsWithVariants(tx: Tx, skus: string[]): Promise<void> {
+  const parent = await firstProductWithVariants(tx, skus);
+  if (parent) {
+    throw new RefusedError(`SKU "${parent}" is a product with variants, which hold its stock; use one of its variant SKUs instead.`, 'sku_has_variants', {
+      sku: parent,
+    });
+  }
+}
+
+export function unknownSku(sku: string): NotFoundError {
+  return new NotFoundError(`No stock row has SKU "${sku}".`, 'sku_not_found', { sku }).withRemedy('list_stock');
+}
+
+/** The lines these stock rows cannot cover, each with what was asked and what is available. */
+export function shortagesOf(lines: OrderLine[], stock: StockRow[]): Shortage[] {
+  const bySku = new Map(stock.map((r) => [r.sku, r]));
+  return lines
+    .map((l) => ({ sku: l.sku, requested: l.quantity, available: Math.max(0, availableUnits(bySku.get(l.sku)!)) }))
+    .filter((s) => s.available < s.requested);
 }
 
 export interface AppliedRow {
@@ -127,13 +147,73 @@ export interface AppliedRow {
   inStock: boolean;
 }
 
+/** More statement after the stock change (reserve's order inserts): CTEs that may read `done`, and the final SELECT. */
+export interface AfterStockChange {
+  with: SQL;
+  select: SQL;
+}
+
 /**
- * The stock-change statement as CTEs (`ch`, `agg`, `up`, `uv`, `done`, `mv`): counters
- * summed per stock row, one ledger row per change. `done` holds the rows actually
- * changed. Reserve appends its order inserts to these, so that the hot row is locked
- * only inside one statement.
+ * Apply stock changes in one statement: counters summed per stock row and one ledger row
+ * per change, so the two can never disagree. Changes to several rows lock those rows in
+ * the canonical order first (see lockStockRows): one UPDATE locks its rows in no
+ * particular order, and two such changes could deadlock.
+ *
+ * With `guard`, the change applies whole or not at all: if any row's available units
+ * would go negative (or, for optimistic changes, its version moved), nothing changes
+ * and the result is empty; the caller decides what that means. Without it, the CHECK
+ * constraints still refuse any oversell with an error.
  */
-export function stockChangeCtes(changes: StockChange[], actor: string, opts: { guard?: boolean } = {}): SQL {
+export async function applyStockChanges(
+  tx: Tx,
+  changes: StockChange[],
+  actor: string,
+  opts: { guard?: boolean } = {},
+): Promise<AppliedRow[]> {
+  return applyStockChangesThen<AppliedRow>(tx, changes, actor, opts, {
+    with: sql``,
+    select: sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, stock_quantity AS "stockQuantity",
+                       reserved_stock AS "reservedStock", version, in_stock AS "inStock"
+                  FROM done`,
+  });
+}
+
+/**
+ * The same stock change with more statement after it, so that reserve locks the hot row
+ * for the duration of one statement. `after.with` continues the WITH list (it starts
+ * with a comma) and may read `done`, the rows actually changed.
+ */
+export async function applyStockChangesThen<T>(
+  tx: Tx,
+  changes: StockChange[],
+  actor: string,
+  opts: { guard?: boolean },
+  after: AfterStockChange,
+): Promise<T[]> {
+  if (changes.length === 0) return [];
+  const skus = [...new Set(changes.map((c) => c.sku))];
+  if (skus.length > 1) await lockStockRows(tx, skus);
+  return rows<T>(tx, sql`WITH ${stockChangeCtes(changes, actor, { guard: opts.guard, whole: opts.guard && skus.length > 1 })}
+                         ${after.with}
+                         ${after.select}`);
+}
+
+/**
+ * The stock change read from a SELECT of the statement itself (see ChangeSource), with
+ * no guard: the statement decided what fits with the rows locked, and the CHECK
+ * constraints refuse the whole statement if it were ever wrong.
+ */
+export async function applyStockChangesFrom<T>(tx: Tx, source: ChangeSource, actor: string, after: AfterStockChange): Promise<T[]> {
+  return rows<T>(tx, sql`WITH ${stockChangeCtesFrom(source.before, source.select, actor, {})}
+                         ${after.with}
+                         ${after.select}`);
+}
+
+/**
+ * The stock-change statement as CTEs (`ch`, `agg`, `up`, `uv`, `done`, `mv`). `done`
+ * holds the rows actually changed.
+ */
+function stockChangeCtes(changes: StockChange[], actor: string, opts: { guard?: boolean; whole?: boolean }): SQL {
   const payload = JSON.stringify(
     changes.map((c) => ({
       sku: c.sku,
@@ -146,13 +226,40 @@ export function stockChangeCtes(changes: StockChange[], actor: string, opts: { g
       expected_version: c.expectedVersion ?? null,
     })),
   );
+  // The count as a literal LIMIT tells the planner how many changes come (a function's
+  // default estimate is 100 rows): for a few, it looks each stock row up by its SKU's index
+  // instead of scanning the whole catalogue in a hash join.
+  return stockChangeCtesFrom(sql``, sql`SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS x(
+            sku text, stock_delta int, reserved_delta int, kind text, order_id uuid,
+            reservation_id uuid, reason text, expected_version int, actor text)
+          LIMIT ${sql.raw(String(changes.length))}`, actor, opts);
+}
+
+/**
+ * Changes read from a SELECT of the statement itself (batched reserve: the buyers it
+ * serves), with CTEs of its own before (each ending with a comma). The SELECT yields
+ * ch's columns: sku, stock_delta, reserved_delta, kind, order_id, reservation_id,
+ * reason, expected_version, actor.
+ */
+export interface ChangeSource {
+  before: SQL;
+  select: SQL;
+}
+
+function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { guard?: boolean; whole?: boolean }): SQL {
   // The guard is the spec's "WHERE stock_quantity - reserved_stock >= q": a row that
   // cannot take the change is left alone (absent from `done`) instead of raising.
-  const guard = (a: string) =>
-    opts.guard
-      ? `AND ${a}.stock_quantity + agg.sd >= ${a}.reserved_stock + agg.rd
-                 AND (agg.ev IS NULL OR ${a}.version = agg.ev)`
-      : '';
+  const fits = (a: string) => `${a}.stock_quantity + agg.sd >= ${a}.reserved_stock + agg.rd
+                 AND (agg.ev IS NULL OR ${a}.version = agg.ev)`;
+  // Several rows, already locked by this transaction: `fit` reads their current values, so
+  // no row is changed unless every row can be (a single row needs no such gate).
+  const guard = (a: string) => (opts.guard ? `AND ${fits(a)}${opts.whole ? ' AND (SELECT every_row FROM fit)' : ''}` : '');
+  const fit = opts.whole
+    ? sql.raw(`fit AS (
+          SELECT count(*) = (SELECT count(*) FROM agg) AS every_row
+            FROM agg JOIN stock_items s ON s.sku = agg.sku WHERE ${fits('s')}
+        ),`)
+    : sql``;
   // The same change for both kinds of stock row: a product without variants, or a variant.
   const update = (table: string, a: string, variantId: string, only = '') =>
     sql.raw(`UPDATE ${table} ${a}
@@ -162,49 +269,30 @@ export function stockChangeCtes(changes: StockChange[], actor: string, opts: { g
            WHERE ${a}.sku = agg.sku ${guard(a)} ${only}
           RETURNING ${a}.product_id, ${variantId} AS variant_id, ${a}.sku, ${a}.name, ${a}.price, ${a}.stock_quantity,
                     ${a}.reserved_stock, ${a}.version, ${a}.in_stock`);
-  return sql`ch AS (
-          SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS x(
-            sku text, stock_delta int, reserved_delta int, kind text, order_id uuid,
-            reservation_id uuid, reason text, expected_version int)
+  return sql`${before} ch AS (
+          ${source}
         ), agg AS (
           SELECT sku, sum(stock_delta)::int AS sd, sum(reserved_delta)::int AS rd, max(expected_version) AS ev
             FROM ch GROUP BY sku
-        ), up AS (
+        ), ${fit} up AS (
           ${update('products', 'p', 'NULL::uuid', 'AND NOT EXISTS (SELECT 1 FROM product_variants pv WHERE pv.product_id = p.product_id)')}
         ), uv AS (
           ${update('product_variants', 'v', 'v.variant_id')}
         ), done AS (
-          SELECT * FROM up UNION ALL SELECT * FROM uv
+          -- Each changed row is announced, as a stock --json item, to LISTEN stockctl_stock;
+          -- PostgreSQL delivers it only if and when this transaction commits.
+          SELECT c.*, pg_notify('stockctl_stock', json_build_object(
+                   'sku', c.sku, 'name', c.name, 'stock_quantity', c.stock_quantity,
+                   'reserved_stock', c.reserved_stock, 'available', c.stock_quantity - c.reserved_stock,
+                   'version', c.version, 'in_stock', c.in_stock)::text) AS notified
+            FROM (SELECT * FROM up UNION ALL SELECT * FROM uv) c
         ), mv AS (
           INSERT INTO stock_movements
                  (product_id, variant_id, sku, kind, stock_delta, reserved_delta, order_id, reservation_id, actor, reason)
           SELECT d.product_id, d.variant_id, ch.sku, ch.kind, ch.stock_delta, ch.reserved_delta,
-                 ch.order_id, ch.reservation_id, ${actor}, ch.reason
+                 ch.order_id, ch.reservation_id, coalesce(ch.actor, ${actor}), ch.reason
             FROM ch JOIN done d ON d.sku = ch.sku
-           -- Ledger rows only when every change applied; a partial guarded change is
-           -- rolled back by its caller.
+           -- Ledger rows only when every change applied.
            WHERE (SELECT count(*) FROM done) = (SELECT count(*) FROM agg)
         )`;
-}
-
-/**
- * Apply stock changes in one statement. With `guard`, a row whose available units would
- * go negative (or whose version moved, for optimistic changes) is left alone and missing
- * from the result; the caller decides what that means. Without it, the CHECK constraints
- * still refuse any oversell with an error.
- */
-export async function applyStockChanges(
-  tx: Tx,
-  changes: StockChange[],
-  actor: string,
-  opts: { guard?: boolean } = {},
-): Promise<AppliedRow[]> {
-  if (changes.length === 0) return [];
-  return rows<AppliedRow>(
-    tx,
-    sql`WITH ${stockChangeCtes(changes, actor, opts)}
-        SELECT product_id AS "productId", variant_id AS "variantId", sku, stock_quantity AS "stockQuantity",
-               reserved_stock AS "reservedStock", version, in_stock AS "inStock"
-          FROM done`,
-  );
 }

@@ -6,7 +6,7 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { expireOrders } from './release.js';
-import { rows } from './stock.js';
+import { execute, rows, transaction } from '../db/query.js';
 import { withConflictRetry } from './retry.js';
 import { publicMessage } from '../db/errors.js';
 
@@ -70,7 +70,7 @@ export async function expireDueOrders(db: Db, input: SweepInput): Promise<SweepR
           break;
         }
         const batch = await withConflictRetry(() =>
-          db.transaction((tx) => expireOrders(tx, { due: { limit: batchSize } }, input.actor)),
+          transaction(db, (tx) => expireOrders(tx, { due: { limit: batchSize } }, input.actor)),
         );
         if (batch.orderIds.length === 0) break;
         result.batches++;
@@ -82,7 +82,8 @@ export async function expireDueOrders(db: Db, input: SweepInput): Promise<SweepR
       result.remaining_due = (await dueSummary(db)).orders;
     }
     result.duration_ms = Date.now() - started;
-    await db.execute(
+    await execute(
+      db,
       sql`UPDATE sweep_runs SET finished_at = now(), orders_expired = ${result.expired_orders},
                  units_released = ${result.released_units}, batches = ${result.batches},
                  error = ${result.interrupted ? 'interrupted' : null}
@@ -92,13 +93,12 @@ export async function expireDueOrders(db: Db, input: SweepInput): Promise<SweepR
   } catch (err) {
     // Record the failure for `check` (three failed sweeps in a row), then let it surface.
     const message = publicMessage(err).slice(0, 500);
-    await db
-      .execute(
-        sql`UPDATE sweep_runs SET finished_at = now(), orders_expired = ${result.expired_orders},
-                   units_released = ${result.released_units}, batches = ${result.batches}, error = ${message}
-             WHERE run_id = ${run.runId}`,
-      )
-      .catch(() => {});
+    await execute(
+      db,
+      sql`UPDATE sweep_runs SET finished_at = now(), orders_expired = ${result.expired_orders},
+                 units_released = ${result.released_units}, batches = ${result.batches}, error = ${message}
+           WHERE run_id = ${run.runId}`,
+    ).catch(() => {});
     throw err;
   }
 }

@@ -4,8 +4,8 @@
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import type { Tx } from './stock.js';
-import { applyStockChanges, lockStockRow, rows } from './stock.js';
+import { execute, likePrefix, rows, transaction, type Tx } from '../db/query.js';
+import { applyStockChanges, lockStockRow } from './stock.js';
 
 export interface Violation {
   kind: string;
@@ -24,7 +24,7 @@ export interface StockAudit {
 }
 
 export async function auditStock(db: Db | Tx, skuPrefix?: string): Promise<StockAudit[]> {
-  const filter = skuPrefix ? sql`WHERE s.sku LIKE ${`${skuPrefix.replace(/[\\%_]/g, '\\$&')}%`}` : sql``;
+  const filter = skuPrefix ? sql`WHERE s.sku LIKE ${likePrefix(skuPrefix)}` : sql``;
   return rows<StockAudit>(
     db,
     sql`SELECT s.sku, s.stock_quantity, s.reserved_stock,
@@ -52,7 +52,7 @@ export async function findViolations(db: Db | Tx, skuPrefix?: string): Promise<V
       v('counter_bounds', `counters out of bounds (on hand ${a.stock_quantity}, reserved ${a.reserved_stock})`);
   }
   const orderFilter = skuPrefix
-    ? sql`AND o.order_id IN (SELECT order_id FROM order_items WHERE sku LIKE ${`${skuPrefix.replace(/[\\%_]/g, '\\$&')}%`})`
+    ? sql`AND o.order_id IN (SELECT order_id FROM order_items WHERE sku LIKE ${likePrefix(skuPrefix)})`
     : sql``;
   // Set-based on purpose: right after a bulk load the statistics are stale, and a
   // correlated subquery per order turned into a quadratic nested loop.
@@ -98,7 +98,7 @@ export async function repairCounters(db: Db, actor: string, skuPrefix?: string):
     (a) => a.reserved_stock !== a.active_reserved || a.reserved_stock !== a.ledger_reserved || a.stock_quantity !== a.ledger_stock,
   );
   for (const suspect of suspects) {
-    await db.transaction(async (tx) => {
+    await transaction(db, async (tx) => {
       await lockStockRow(tx, suspect.sku);
       const a = (await auditStock(tx, suspect.sku)).find((row) => row.sku === suspect.sku);
       if (!a) return;
@@ -106,7 +106,7 @@ export async function repairCounters(db: Db, actor: string, skuPrefix?: string):
       const driftStock = a.stock_quantity - a.ledger_stock;
       const driftReserved = a.reserved_stock - a.ledger_reserved;
       if (driftStock !== 0 || driftReserved !== 0) {
-        await tx.execute(sql`INSERT INTO stock_movements (product_id, variant_id, sku, kind, stock_delta, reserved_delta, actor, reason)
+        await execute(tx, sql`INSERT INTO stock_movements (product_id, variant_id, sku, kind, stock_delta, reserved_delta, actor, reason)
           SELECT product_id, variant_id, sku, 'drift', ${driftStock}, ${driftReserved}, ${actor}, 'verify --repair: change made outside stockctl'
             FROM stock_items WHERE sku = ${a.sku}`);
         repair.recorded_drift = { stock_delta: driftStock, reserved_delta: driftReserved };

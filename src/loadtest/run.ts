@@ -7,15 +7,19 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import * as hdr from 'hdr-histogram-js';
 import type { Database } from '../db/client.js';
+import { execute, rows, transaction } from '../db/query.js';
 import { InsufficientStockError } from '../errors.js';
 import { addProduct } from '../engine/catalogue.js';
-import { cancelOrder, payOrder, reserveOrder, StockConflictError, type Strategy } from '../engine/orders.js';
-import { expireOrders } from '../engine/release.js';
+import { cancelOrder, payOrder, reserveOrder, StockConflictError, type ReserveInput, type ReserveResult, type Strategy } from '../engine/orders.js';
+import { expireOrders, TIMEOUT_NOTE } from '../engine/release.js';
 import { withConflictRetry } from '../engine/retry.js';
 import { RefusedError } from '../errors.js';
 import type { Settings } from '../engine/settings.js';
 import { findViolations, type Violation } from '../engine/verify.js';
-import { rows } from '../engine/stock.js';
+import { publicMessage } from '../db/errors.js';
+import { STOCKCTL_VERSION } from '../version.js';
+import type { LatencyBucket, Timeline } from './html-report.js';
+import { LOADTEST_SKU_PREFIX } from './skus.js';
 
 export interface LoadtestConfig {
   buyers: number;
@@ -30,6 +34,10 @@ export interface LoadtestConfig {
   /** Mix in pays, cancels and a concurrent sweep, with 1-second payment windows. */
   mix?: boolean;
   onProgress?: (p: { strategy: string; done: number; total: number }) => void;
+  /** Where buyers reserve: the engine itself (default), or a server over HTTP (--url). */
+  reserve?: (input: ReserveInput) => Promise<ReserveResult>;
+  /** --url: the server the buyers were fired at. */
+  url?: string;
 }
 
 export interface LatencySummary {
@@ -40,7 +48,7 @@ export interface LatencySummary {
 }
 
 export interface StrategyReport {
-  strategy: Strategy | 'bare_update';
+  strategy: Strategy;
   buyers: number;
   successes: number;
   /** Refused because stock really ran out. */
@@ -56,26 +64,80 @@ export interface StrategyReport {
   /** Throughput as a fraction of the bare guarded UPDATE on the same server. */
   ratio_to_bare_update: number | null;
   latency_ms: LatencySummary;
+  /** Completions per time slice, and the latency histogram: what `--report` draws. */
+  timeline?: Timeline;
+  histogram?: LatencyBucket[];
   violations: Violation[];
   first_error?: string;
-  /** With --mix: what happened to the winners afterwards. */
-  mix?: { paid: number; late_pays_refused: number; cancelled: number; expired_by_sweep: number; units_sold: number };
+  /**
+   * With --mix: the fate of every winner, from the orders' final state, so that
+   * successes == paid + cancelled + expired_by_sweep + still_pending.
+   */
+  mix?: MixFates;
+}
+
+export interface MixFates {
+  paid: number;
+  cancelled: number;
+  expired_by_sweep: number;
+  /** Still pending when the run ended (only when it was interrupted, normally 0). */
+  still_pending: number;
+  units_sold: number;
+  /** Pays refused because the window had passed; those orders then expired (counted there). */
+  late_pays_refused: number;
+}
+
+/**
+ * The database's own limit: the same guarded UPDATE per buyer on a scratch row. It sells
+ * nothing, so it has no winners, rejections or checks: only its rate and latency count.
+ */
+export interface BaselineReport {
+  strategy: 'bare_update';
+  /** Statements fired (one per buyer). */
+  buyers: number;
+  errors: number;
+  duration_ms: number;
+  throughput_rps: number;
+  latency_ms: LatencySummary;
+  timeline?: Timeline;
+  histogram?: LatencyBucket[];
+  first_error?: string;
 }
 
 export interface LoadtestReport {
   run_id: string;
-  config: { buyers: number; stock: number; quantity: number; concurrency: number; skus: number };
-  baseline: StrategyReport;
+  /** ISO 8601, UTC. */
+  started_at: string;
+  finished_at: string;
+  stockctl_version: string;
+  server_version: string;
+  config: {
+    buyers: number;
+    stock: number;
+    quantity: number;
+    /** As asked (--concurrency). */
+    concurrency: number;
+    /** Actually used: no more connections than buyers. */
+    connections: number;
+    skus: number;
+    strategies: Strategy[];
+    mix: boolean;
+    /** --url: buyers went through this server's POST /orders. */
+    url?: string;
+    max_retries: number;
+    retry_backoff_ms: number;
+  };
+  baseline: BaselineReport;
   strategies: StrategyReport[];
+  /** False when a check failed, and always when the run was interrupted: no verdict then. */
   ok: boolean;
   interrupted: boolean;
 }
 
-function histogram() {
-  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
-}
-
-function summarise(h: ReturnType<typeof histogram>): LatencySummary {
+/** Percentiles of the latencies (µs), through an HDR histogram. */
+function summarise(tookUs: number[]): LatencySummary {
+  const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  for (const us of tookUs) h.recordValue(us);
   const ms = (us: number) => Math.round(us / 10) / 100;
   return {
     p50: ms(h.getValueAtPercentile(50)),
@@ -85,25 +147,61 @@ function summarise(h: ReturnType<typeof histogram>): LatencySummary {
   };
 }
 
-/** Run `count` jobs through `concurrency` workers; each job's latency lands in the histogram. */
-async function fire(count: number, concurrency: number, job: (i: number) => Promise<void>, signal?: AbortSignal, onDone?: (n: number) => void) {
-  const h = histogram();
+/**
+ * Run `count` jobs through `concurrency` workers and describe their latencies (the
+ * percentiles, a histogram) and when they ended (a timeline). A job that does more than the measured step (a pay after the reserve)
+ * calls `stopClock` when that step is done.
+ */
+async function fire(
+  count: number,
+  concurrency: number,
+  job: (i: number, stopClock: () => void) => Promise<void>,
+  signal?: AbortSignal,
+  onDone?: (n: number) => void,
+) {
   let next = 0;
   let done = 0;
   const started = process.hrtime.bigint();
+  /** When each job's measured step ended (ms from the start), and how long it took (µs). */
+  const endedAt: number[] = [];
+  const tookUs: number[] = [];
   const worker = async () => {
     while (next < count && !signal?.aborted) {
       const i = next++;
       const t0 = process.hrtime.bigint();
-      await job(i);
-      h.recordValue(Math.max(1, Number((process.hrtime.bigint() - t0) / 1000n)));
+      let t1: bigint | undefined;
+      await job(i, () => {
+        t1 ??= process.hrtime.bigint();
+      });
+      t1 ??= process.hrtime.bigint();
+      tookUs.push(Math.max(1, Number((t1 - t0) / 1000n)));
+      endedAt.push(Number(t1 - started) / 1e6);
       done++;
       onDone?.(done);
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
   const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-  return { h, durationMs, done };
+  return { durationMs, done, latency_ms: summarise(tookUs), timeline: timelineOf(endedAt, durationMs), histogram: bucketsOf(tookUs) };
+}
+
+/** Completions per slice of the run (about 50 slices, at least 50 ms each). */
+function timelineOf(endedAt: number[], durationMs: number): Timeline {
+  const slice = Math.max(50, Math.ceil(durationMs / 50));
+  const counts = new Array<number>(Math.max(1, Math.ceil(durationMs / slice))).fill(0);
+  for (const t of endedAt) counts[Math.min(counts.length - 1, Math.floor(t / slice))]++;
+  return { slice_ms: slice, counts };
+}
+
+/** The latency histogram in 24 log-spaced buckets, from the fastest call to the slowest. */
+function bucketsOf(tookUs: number[]): LatencyBucket[] {
+  if (tookUs.length === 0) return [];
+  const low = tookUs.reduce((a, b) => Math.min(a, b));
+  const high = Math.max(low + 1, tookUs.reduce((a, b) => Math.max(a, b)));
+  const step = Math.pow(high / low, 1 / 24);
+  const counts = new Array<number>(24).fill(0);
+  for (const us of tookUs) counts[Math.min(23, Math.floor(Math.log(us / low) / Math.log(step)))]++;
+  return counts.map((count, i) => ({ le_ms: Math.round((low * Math.pow(step, i + 1)) / 10) / 100, count }));
 }
 
 const skuFor = (prefix: string, strategy: string, i: number) => `${prefix}${strategy}-${i}`;
@@ -114,53 +212,86 @@ async function createSkus(database: Database, prefix: string, strategy: string, 
   }
 }
 
-/** The database's own limit: a bare guarded UPDATE per buyer, same concurrency, no order rows. */
-async function measureBareUpdate(database: Database, prefix: string, cfg: LoadtestConfig): Promise<StrategyReport> {
-  const sku = skuFor(prefix, 'bare', 0);
-  await addProduct(database.db, { sku, name: 'loadtest bare update', price: 100, stock: cfg.buyers * cfg.quantity, actor: cfg.actor });
-  let successes = 0;
-  const { h, durationMs, done } = await fire(
-    cfg.buyers,
-    cfg.concurrency,
-    async () => {
-      const r = await database.sql`UPDATE products SET reserved_stock = reserved_stock + ${cfg.quantity}
-                                      WHERE sku = ${sku} AND stock_quantity - reserved_stock >= ${cfg.quantity}`;
-      successes += r.count;
-    },
-    cfg.signal,
+const connectionsFor = (cfg: LoadtestConfig) => Math.min(cfg.concurrency, cfg.buyers);
+
+const scratchTableFor = (runId: string) => `loadtest_bare_${runId}`;
+
+/**
+ * The database's own limit: a bare guarded UPDATE per buyer, same concurrency, the same
+ * spread over SKUs, prepared, autocommit, no order rows. It runs on a scratch table of its own, never on a stock row: a run killed in the
+ * middle must not leave a counter that the ledger does not explain.
+ */
+async function measureBareUpdate(database: Database, runId: string, cfg: LoadtestConfig): Promise<BaselineReport> {
+  const table = database.sql(scratchTableFor(runId));
+  await database.sql`CREATE TABLE ${table} (
+                       sku text PRIMARY KEY, stock_quantity integer NOT NULL, reserved_stock integer NOT NULL DEFAULT 0,
+                       CHECK (reserved_stock >= 0 AND reserved_stock <= stock_quantity))`;
+  try {
+    // One row per SKU of the run, each buyer on the row its reserve would hit: the limit of
+    // the same spread, not of one hot row.
+    await database.sql`INSERT INTO ${table} (sku, stock_quantity)
+                       SELECT 'bare-' || i, ${Math.ceil(cfg.buyers / cfg.skus) * cfg.quantity}::int FROM generate_series(0, ${cfg.skus - 1}::int) AS i`;
+    let errors = 0;
+    let firstError: string | undefined;
+    const { durationMs, done, latency_ms, timeline, histogram } = await fire(
+      cfg.buyers,
+      connectionsFor(cfg),
+      async (i) => {
+        try {
+          await database.sql`UPDATE ${table} SET reserved_stock = reserved_stock + ${cfg.quantity}
+                              WHERE sku = ${`bare-${i % cfg.skus}`} AND stock_quantity - reserved_stock >= ${cfg.quantity}`;
+        } catch (err) {
+          errors++;
+          firstError ??= publicMessage(err);
+        }
+      },
+      cfg.signal,
+    );
+    return {
+      strategy: 'bare_update',
+      buyers: done,
+      errors,
+      duration_ms: Math.round(durationMs),
+      throughput_rps: Math.round((done / durationMs) * 1000),
+      latency_ms,
+      timeline,
+      histogram,
+      ...(firstError ? { first_error: firstError } : {}),
+    };
+  } finally {
+    await database.sql`DROP TABLE IF EXISTS ${table}`;
+  }
+}
+
+/** The fate of every order under `like`, from its final state. */
+async function orderFates(database: Database, like: string) {
+  const [f] = await rows<{ paid: number; cancelled: number; expired_by_sweep: number; still_pending: number }>(
+    database.db,
+    sql`SELECT count(*) FILTER (WHERE status = 'paid')::int AS paid,
+               count(*) FILTER (WHERE status = 'cancelled' AND cancel_reason IS DISTINCT FROM ${TIMEOUT_NOTE})::int AS cancelled,
+               count(*) FILTER (WHERE status = 'cancelled' AND cancel_reason = ${TIMEOUT_NOTE})::int AS expired_by_sweep,
+               count(*) FILTER (WHERE status = 'pending')::int AS still_pending
+          FROM orders WHERE order_id IN (SELECT order_id FROM order_items WHERE sku LIKE ${like})`,
   );
-  // Put the row back in line with its (empty) ledger so that it verifies.
-  await database.sql`UPDATE products SET reserved_stock = 0 WHERE sku = ${sku}`;
-  return {
-    strategy: 'bare_update',
-    buyers: done,
-    successes,
-    rejections: done - successes,
-    false_rejections: 0,
-    errors: 0,
-    retries: 0,
-    units_reserved: successes * cfg.quantity,
-    expected_successes: null,
-    duration_ms: Math.round(durationMs),
-    throughput_rps: Math.round((done / durationMs) * 1000),
-    ratio_to_bare_update: 1,
-    latency_ms: summarise(h),
-    violations: [],
-  };
+  return f;
 }
 
 async function runStrategy(database: Database, prefix: string, strategy: Strategy, cfg: LoadtestConfig): Promise<StrategyReport> {
   await createSkus(database, prefix, strategy, cfg);
+  const like = `${prefix}${strategy}-%`;
   let successes = 0;
   let rejections = 0;
   let falseRejections = 0;
   let errors = 0;
   let retries = 0;
   let firstError: string | undefined;
-  const mix = { paid: 0, late_pays_refused: 0, cancelled: 0, expired_by_sweep: 0, units_sold: 0 };
+  let unitsSold = 0;
+  let latePaysRefused = 0;
+  // Anything unexpected (a statement timeout, a dropped connection) is counted and
+  // reported; it never ends the run, whose checks still run.
   const unexpected = (err: unknown) => {
     errors++;
-    firstError ??= err instanceof Error ? err.message : String(err);
+    firstError ??= publicMessage(err);
   };
   // With --mix, winners pay (half), cancel (a quarter) or walk away (a quarter) while a
   // sweeper expires the walk-aways: every path that moves units races every other.
@@ -170,14 +301,12 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
       if (fate <= 1) {
         await new Promise((resolve) => setTimeout(resolve, fate * 600));
         const paid = await payOrder(database.db, { order: orderId, actor: cfg.actor });
-        mix.paid++;
-        mix.units_sold += paid.units_sold;
+        unitsSold += paid.units_sold;
       } else if (fate === 2) {
-        const r = await cancelOrder(database.db, { order: orderId, reason: 'loadtest', actor: cfg.actor });
-        if (r.outcome === 'cancelled') mix.cancelled++;
+        await cancelOrder(database.db, { order: orderId, reason: 'loadtest', actor: cfg.actor });
       }
     } catch (err) {
-      if (err instanceof RefusedError) mix.late_pays_refused++;
+      if (err instanceof RefusedError) latePaysRefused++;
       else unexpected(err);
     }
   };
@@ -187,56 +316,70 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
     while (sweeping && !cfg.signal?.aborted) {
       try {
         // The sweep's own expiry, scoped to this run's SKUs: real orders are never touched.
-        const expired = await withConflictRetry(() =>
-          database.db.transaction((tx) => expireOrders(tx, { due: { limit: 50, skus } }, cfg.actor)),
-        );
-        mix.expired_by_sweep += expired.orderIds.length;
+        await withConflictRetry(() => transaction(database.db, (tx) => expireOrders(tx, { due: { limit: 50, skus } }, cfg.actor)));
       } catch (err) {
         unexpected(err);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   })();
-  const { h, durationMs, done } = await fire(
+  const { durationMs, done, latency_ms, timeline, histogram } = await fire(
     cfg.buyers,
-    cfg.concurrency,
-    async (i) => {
+    connectionsFor(cfg),
+    async (i, stopClock) => {
+      let orderId: string | undefined;
       try {
-        const order = await reserveOrder(
-          database.db,
-          { lines: [{ sku: skuFor(prefix, strategy, i % cfg.skus), quantity: cfg.quantity }], strategy, ttlSeconds: cfg.mix ? 1 : 900, actor: cfg.actor },
-          cfg.settings,
-        );
+        const input = { lines: [{ sku: skuFor(prefix, strategy, i % cfg.skus), quantity: cfg.quantity }], strategy, ttlSeconds: cfg.mix ? 1 : 900, actor: cfg.actor };
+        const order = cfg.reserve ? await cfg.reserve(input) : await reserveOrder(database.db, input, cfg.settings);
         successes++;
         retries += order.retries;
-        if (cfg.mix) await afterWin(i, order.order_id);
+        orderId = order.order_id;
       } catch (err) {
         if (err instanceof StockConflictError) falseRejections++;
         else if (err instanceof InsufficientStockError) rejections++;
         else unexpected(err);
       }
+      // Latency is the reserve's alone, never the pay's deliberate delay.
+      stopClock();
+      if (cfg.mix && orderId) await afterWin(i, orderId);
     },
     cfg.signal,
     (n) => cfg.onProgress?.({ strategy, done: n, total: cfg.buyers }),
   );
+  // Walk-aways hold a 1 s window: keep sweeping until they have all lapsed (a few
+  // seconds at most), so that every winner has a fate when the run ends.
+  const settleBy = Date.now() + 5000;
+  const unsettled = () => orderFates(database, like).then((f) => f.still_pending > 0, (err) => (unexpected(err), false));
+  while (cfg.mix && !cfg.signal?.aborted && Date.now() < settleBy && (await unsettled())) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   sweeping = false;
   await sweeper;
   const violations = await findViolations(database.db, `${prefix}${strategy}-`);
   const [units] = await rows<{ reserved: number; stock: number }>(
     database.db,
     sql`SELECT coalesce(sum(reserved_stock), 0)::int AS reserved, coalesce(sum(stock_quantity), 0)::int AS stock
-          FROM products WHERE sku LIKE ${`${prefix}${strategy}-%`}`,
+          FROM products WHERE sku LIKE ${like}`,
   );
   const capacity = cfg.stock * cfg.skus;
   const sold = capacity - units.stock;
   if (units.reserved + sold > capacity) {
     violations.push({ kind: 'oversell', message: `${units.reserved} units reserved and ${sold} sold out of ${capacity} in stock` });
   }
-  if (sold !== mix.units_sold) {
-    violations.push({ kind: 'units_mismatch', message: `${mix.units_sold} units paid for but on hand fell by ${sold}` });
+  if (sold !== unitsSold) {
+    violations.push({ kind: 'units_mismatch', message: `${unitsSold} units paid for but on hand fell by ${sold}` });
   }
   if (!cfg.mix && units.reserved !== successes * cfg.quantity) {
     violations.push({ kind: 'units_mismatch', message: `${successes} successful orders but ${units.reserved} units reserved` });
+  }
+  let mix: MixFates | undefined;
+  if (cfg.mix) {
+    const fates = await orderFates(database, like);
+    mix = { ...fates, units_sold: unitsSold, late_pays_refused: latePaysRefused };
+    const accounted = fates.paid + fates.cancelled + fates.expired_by_sweep + fates.still_pending;
+    if (accounted !== successes) {
+      violations.push({ kind: 'fates_mismatch', message: `${successes} buyers won but ${accounted} orders exist` });
+    }
   }
   // With one unit each, every buyer up to the stock must win. Optimistic locking is the
   // seed design's known weakness here: its false rejections are reported, not hidden.
@@ -245,7 +388,7 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
   if (expected !== null && strategy !== 'optimistic' && successes !== expected) {
     violations.push({ kind: 'false_rejection', message: `${successes} of ${cfg.buyers} buyers won, expected exactly ${expected}` });
   }
-  if (errors > 0) violations.push({ kind: 'errors', message: `${errors} reservation(s) failed unexpectedly: ${firstError}` });
+  if (errors > 0) violations.push({ kind: 'errors', message: `${errors} operation(s) failed unexpectedly: ${firstError}` });
   return {
     strategy,
     buyers: done,
@@ -255,38 +398,96 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
     errors,
     retries,
     units_reserved: units.reserved,
-    ...(cfg.mix ? { mix } : {}),
+    ...(mix ? { mix } : {}),
     expected_successes: expected,
     duration_ms: Math.round(durationMs),
     throughput_rps: Math.round((done / durationMs) * 1000),
     ratio_to_bare_update: null,
-    latency_ms: summarise(h),
+    latency_ms,
+    timeline,
+    histogram,
     violations,
     ...(firstError ? { first_error: firstError } : {}),
   };
 }
 
-/** Remove everything the run created: its orders, reservations, ledger rows and products. */
-async function cleanUp(database: Database, prefix: string) {
-  const like = `${prefix}%`;
-  await database.db.transaction(async (tx) => {
-    await tx.execute(sql`CREATE TEMP TABLE lt_orders ON COMMIT DROP AS
-                           SELECT DISTINCT order_id FROM order_items WHERE sku LIKE ${like}`);
-    await tx.execute(sql`DELETE FROM stock_movements WHERE sku LIKE ${like}`);
-    await tx.execute(sql`DELETE FROM stock_reservations WHERE order_id IN (SELECT order_id FROM lt_orders)`);
-    await tx.execute(sql`DELETE FROM order_items WHERE order_id IN (SELECT order_id FROM lt_orders)`);
-    await tx.execute(sql`DELETE FROM orders WHERE order_id IN (SELECT order_id FROM lt_orders)`);
-    await tx.execute(sql`DELETE FROM products WHERE sku LIKE ${like}`);
+/** Every run's SKUs start `loadtest-<run id>-` (LOADTEST_SKU_PREFIX), its scratch table is `loadtest_bare_<run id>`. */
+const ANY_RUN = '[0-9a-f]{8}';
+const runSkus = (runId: string) => `^${LOADTEST_SKU_PREFIX}${runId}-`;
+const runTables = (runId: string) => `^loadtest_bare_${runId}$`;
+
+export interface LoadtestLeftovers {
+  /** Run ids whose rows or scratch table are still there. */
+  runs: string[];
+  skus: number;
+  orders: number;
+  scratch_tables: number;
+}
+
+export interface RemovedLeftovers extends LoadtestLeftovers {
+  reservations: number;
+  ledger_rows: number;
+}
+
+async function scratchTables(database: Database, runId: string): Promise<string[]> {
+  const found = await rows<{ name: string }>(
+    database.db,
+    sql`SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() AND tablename ~ ${runTables(runId)} ORDER BY 1`,
+  );
+  return found.map((t) => t.name);
+}
+
+/** What earlier runs left behind: killed before they could clean up, or kept with --keep. */
+export async function findLeftovers(database: Database): Promise<LoadtestLeftovers> {
+  const pattern = runSkus(ANY_RUN);
+  const stock = await rows<{ sku: string }>(
+    database.db,
+    sql`SELECT sku FROM products WHERE sku ~ ${pattern} UNION ALL SELECT sku FROM product_variants WHERE sku ~ ${pattern}`,
+  );
+  const [orders] = await rows<{ n: number }>(database.db, sql`SELECT count(DISTINCT order_id)::int AS n FROM order_items WHERE sku ~ ${pattern}`);
+  const tables = await scratchTables(database, ANY_RUN);
+  const runs = new Set([...stock.map((r) => r.sku.slice(LOADTEST_SKU_PREFIX.length, LOADTEST_SKU_PREFIX.length + 8)), ...tables.map((t) => t.slice(-8))]);
+  return { runs: [...runs].sort(), skus: stock.length, orders: orders.n, scratch_tables: tables.length };
+}
+
+/** Remove a run's rows (or every run's): orders, reservations, ledger rows, products, scratch table. */
+async function removeRuns(database: Database, runId: string): Promise<RemovedLeftovers> {
+  const pattern = runSkus(runId);
+  const runs = runId === ANY_RUN ? (await findLeftovers(database)).runs : [runId];
+  const removed = await transaction(database.db, async (tx) => {
+    const txCount = async (query: ReturnType<typeof sql>) => (await rows<{ n: number }>(tx, query))[0].n;
+    await execute(tx, sql`CREATE TEMP TABLE lt_orders ON COMMIT DROP AS
+                           SELECT DISTINCT order_id FROM order_items WHERE sku ~ ${pattern}`);
+    const orders = await txCount(sql`SELECT count(*)::int AS n FROM lt_orders`);
+    const ledgerRows = await txCount(sql`WITH d AS (DELETE FROM stock_movements WHERE sku ~ ${pattern} RETURNING 1) SELECT count(*)::int AS n FROM d`);
+    const reservations = await txCount(
+      sql`WITH d AS (DELETE FROM stock_reservations WHERE order_id IN (SELECT order_id FROM lt_orders) RETURNING 1) SELECT count(*)::int AS n FROM d`,
+    );
+    await execute(tx, sql`DELETE FROM order_items WHERE order_id IN (SELECT order_id FROM lt_orders)`);
+    await execute(tx, sql`DELETE FROM orders WHERE order_id IN (SELECT order_id FROM lt_orders)`);
+    const variants = await txCount(sql`WITH d AS (DELETE FROM product_variants WHERE sku ~ ${pattern} RETURNING 1) SELECT count(*)::int AS n FROM d`);
+    const products = await txCount(sql`WITH d AS (DELETE FROM products WHERE sku ~ ${pattern} RETURNING 1) SELECT count(*)::int AS n FROM d`);
+    return { orders, ledger_rows: ledgerRows, reservations, skus: variants + products };
   });
+  const tables = await scratchTables(database, runId);
+  for (const table of tables) await database.sql`DROP TABLE IF EXISTS ${database.sql(table)}`;
+  return { runs, ...removed, scratch_tables: tables.length };
+}
+
+/** `loadtest --cleanup`: remove what every earlier run left behind. */
+export function removeLeftovers(database: Database): Promise<RemovedLeftovers> {
+  return removeRuns(database, ANY_RUN);
 }
 
 export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts: { keep?: boolean } = {}): Promise<LoadtestReport> {
   const runId = randomBytes(4).toString('hex');
   // Loadtest SKUs live under their own prefix so they never touch real catalogue rows.
-  const prefix = `loadtest-${runId}-`;
+  const prefix = `${LOADTEST_SKU_PREFIX}${runId}-`;
+  const startedAt = new Date().toISOString();
   let failed = false;
   try {
-    const baseline = await measureBareUpdate(database, prefix, cfg);
+    const [server] = await rows<{ version: string }>(database.db, sql`SELECT current_setting('server_version') AS version`);
+    const baseline = await measureBareUpdate(database, runId, cfg);
     const strategies: StrategyReport[] = [];
     for (const strategy of cfg.strategies) {
       if (cfg.signal?.aborted) break;
@@ -294,20 +495,38 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
       report.ratio_to_bare_update = baseline.throughput_rps > 0 ? Math.round((report.throughput_rps / baseline.throughput_rps) * 100) / 100 : null;
       strategies.push(report);
     }
+    const interrupted = Boolean(cfg.signal?.aborted);
     return {
       run_id: runId,
-      config: { buyers: cfg.buyers, stock: cfg.stock, quantity: cfg.quantity, concurrency: cfg.concurrency, skus: cfg.skus },
+      started_at: startedAt,
+      finished_at: new Date().toISOString(),
+      stockctl_version: STOCKCTL_VERSION,
+      server_version: server.version,
+      config: {
+        buyers: cfg.buyers,
+        stock: cfg.stock,
+        quantity: cfg.quantity,
+        concurrency: cfg.concurrency,
+        connections: connectionsFor(cfg),
+        skus: cfg.skus,
+        strategies: cfg.strategies,
+        mix: Boolean(cfg.mix),
+        ...(cfg.url ? { url: cfg.url } : {}),
+        max_retries: cfg.settings.maxStockRetryAttempts,
+        retry_backoff_ms: cfg.settings.stockRetryBackoffMs,
+      },
       baseline,
       strategies,
-      ok: strategies.every((s) => s.violations.length === 0),
-      interrupted: Boolean(cfg.signal?.aborted),
+      // An interrupted run has measured only part of its buyers: no verdict either way.
+      ok: !interrupted && strategies.every((s) => s.violations.length === 0),
+      interrupted,
     };
   } catch (err) {
     failed = true;
     throw err;
   } finally {
     // A cleanup failure is reported, unless the run itself already failed.
-    if (!opts.keep) await cleanUp(database, prefix).catch((err) => {
+    if (!opts.keep) await removeRuns(database, runId).catch((err) => {
       if (!failed) throw err;
     });
   }

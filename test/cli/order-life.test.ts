@@ -6,6 +6,9 @@
  * The tests share one database and run in file order. Only the sweep tests let an order's
  * window pass; every other test leaves no order due, so the sweep counts are exact.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase } from '../helpers/db.js';
 
@@ -88,6 +91,9 @@ describe('reserve, then pay', () => {
       'status',
       'customer_id',
       'payment_expires_at',
+      'payment_method',
+      'payment_window_seconds',
+      'priority',
       'total',
       'strategy',
       'attempts',
@@ -102,6 +108,9 @@ describe('reserve, then pay', () => {
       status: 'pending',
       customer_id: 'c42',
       payment_expires_at: expect.stringMatching(ISO),
+      payment_method: null,
+      payment_window_seconds: 900,
+      priority: null,
       total: 3998,
       strategy: 'guarded',
       attempts: 1,
@@ -151,7 +160,7 @@ describe('reserve, then pay', () => {
     const human = await t.cli(['pay', order.order_id], SHOP);
     expect(human.code).toBe(0);
     expect(human.stderr).toBe('');
-    expect(human.stdout).toBe(`Order ${order.order_id} was already paid at ${paidAt}; nothing changed.\n`);
+    expect(human.stdout).toBe(`Order ${order.order_id} (ref cart-1001) was already paid at ${paidAt}; nothing changed.\n`);
 
     expect(await counts()).toEqual(before);
     expect(await stockRow('TEE')).toEqual({ stock_quantity: 8, reserved_stock: 0 });
@@ -405,7 +414,23 @@ describe('cancelling several orders', () => {
         },
         expect.objectContaining({ order: 'many-1', ref: 'many-1', previous_status: 'cancelled', outcome: 'already_cancelled', exit_code: 0 }),
       ],
+      error: { code: 'order_not_found', message: '1 of 3 orders were not cancelled (see results); nope: No order has id or ref "nope".' },
     });
+  });
+
+  it('--json for one order that cannot be cancelled carries the one error document every command gives', async () => {
+    const paid = await reserve(['MUG:1', '--ref', 'paid-json']);
+    await ok(['pay', 'paid-json']);
+    const res = await t.cliJson<{ error: { code: string; message: string } }>(['cancel', 'paid-json'], SHOP);
+    expect(res.code).toBe(5);
+    expect(res.stderr).toBe('');
+    expect(res.json.error).toEqual({
+      code: 'order_paid',
+      message: `Order ${paid.order_id} is paid; add --restock to cancel it and put its units back on hand.`,
+    });
+    const unknown = await t.cliJson<{ error: { code: string } }>(['cancel', 'no-such-order'], SHOP);
+    expect(unknown.code).toBe(4);
+    expect(unknown.json.error.code).toBe('order_not_found');
   });
 
   it('the exit code is the worst of them: a paid order without --restock (5) beats an unknown one (4)', async () => {
@@ -443,11 +468,8 @@ describe('cancelling several orders', () => {
     ]);
   });
 
-  it('--from-file of a missing file, or no order at all, is a usage error (exit 2)', async () => {
-    const [missing, none] = await Promise.all([
-      t.cli(['cancel', '--from-file', '/nonexistent/stuck.txt']),
-      t.cli(['cancel', '--from-file', '-'], { input: '# nothing here\n\n' }),
-    ]);
+  it('--from-file of a missing file, or no order and no --from-file at all, is a usage error (exit 2)', async () => {
+    const [missing, none] = await Promise.all([t.cli(['cancel', '--from-file', '/nonexistent/stuck.txt']), t.cli(['cancel'])]);
     expect(missing.code).toBe(2);
     expect(missing.stdout).toBe('');
     expect(missing.stderr).toMatch(/^error: Cannot read orders from "\/nonexistent\/stuck\.txt": .*\n$/);
@@ -455,6 +477,29 @@ describe('cancelling several orders', () => {
     expect(none.code).toBe(2);
     expect(none.stdout).toBe('');
     expect(none.stderr).toBe('error: Name at least one order (id or ref), or use --from-file FILE (- for stdin).\n');
+  });
+
+  it('an empty --from-file (or only comments and blank lines) is exit 0, "nothing to cancel", and changes nothing', async () => {
+    await reserve(['MUG:1', '--ref', 'empty-file-bystander']);
+    const before = await counts();
+    let after: typeof before | undefined;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stockctl-cancel-'));
+    const emptyFile = path.join(dir, 'empty.txt');
+    fs.writeFileSync(emptyFile, '');
+    const [stdin, comments, file, json] = await Promise.all([
+      t.cli(['cancel', '--from-file', '-'], { input: '' }),
+      t.cli(['cancel', '--from-file', '-', '--reason', 'stuck'], { input: '# nothing here\n\n   \n' }),
+      t.cli(['cancel', '--from-file', emptyFile, '--dry-run']),
+      t.cliJson(['cancel', '--from-file', '-'], { input: '# nothing pending\n' }),
+    ])
+      .then(async (results) => ((after = await counts()), results))
+      .finally(() => t.cli(['cancel', 'empty-file-bystander']).then(() => fs.rmSync(dir, { recursive: true })));
+    for (const res of [stdin, comments, file]) {
+      expect(res).toMatchObject({ code: 0, stdout: '', stderr: 'Nothing to cancel: the list of orders is empty.\n' });
+    }
+    expect(json).toMatchObject({ code: 0, stderr: '' });
+    expect(json.json).toEqual({ dry_run: false, cancelled: 0, already_cancelled: 0, failed: 0, results: [] });
+    expect(after).toEqual(before);
   });
 });
 
@@ -485,9 +530,25 @@ describe('extend', () => {
     const human = await t.cli(['extend', order.order_id, '--ttl', '2h']);
     expect(human.code).toBe(0);
     expect(human.stderr).toBe('');
-    expect(human.stdout).toMatch(new RegExp(`^Order ${order.order_id} now expires at \\S+Z \\(2 reservation\\(s\\) moved\\)\\.\\n$`));
+    expect(human.stdout).toMatch(new RegExp(`^Order ${order.order_id} \\(ref ext-1\\) now expires at \\S+Z \\(2 reservation\\(s\\) moved\\)\\.\\n$`));
 
     await ok(['cancel', 'ext-1']);
+  });
+
+  it('extend only gives more time: a shorter window is refused (exit 5) and nothing moves', async () => {
+    const order = await reserve(['MUG:1', '--ref', 'ext-short', '--ttl', '2h']);
+    const res = await t.cli(['extend', 'ext-short', '--ttl', '1s']);
+    expect(res).toMatchObject({
+      code: 5,
+      stdout: '',
+      stderr: `error: Order ${order.order_id} already has until ${order.payment_expires_at} to pay, more than the 1s asked for; extend only gives more time.\n`,
+    });
+    const json = await t.cliJson(['extend', 'ext-short', '--ttl', '30m']);
+    expect(json).toMatchObject({ code: 5, json: { error: { code: 'window_not_extended' } } });
+    const [o] = await t.sql`SELECT to_char(payment_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS expires, admin_notes
+                              FROM orders WHERE order_id = ${order.order_id}`;
+    expect(o).toEqual({ expires: order.payment_expires_at, admin_notes: null });
+    await ok(['cancel', 'ext-short']);
   });
 
   it('a bad --ttl is exit 2 naming the value, and nothing is written', async () => {
@@ -571,14 +632,14 @@ describe('reserve refusals', () => {
 });
 
 describe('orders list', () => {
-  it('--status pending --json is {"orders": [...]}, newest first, with time left; the README pipeline cancels them', async () => {
+  it('--status pending --json is {"orders": [...], "next_cursor"}, newest first, with time left; the README pipeline cancels them', async () => {
     const first = await reserve(['MUG:1', '--ref', 'list-1', '--customer', 'c7']);
     const second = await reserve(['TEE:1', '--ref', 'list-2']);
 
     const res = await t.cliJson<{ orders: Record<string, unknown>[] }>(['orders', 'list', '--status', 'pending']);
     expect(res.code).toBe(0);
     expect(res.stderr).toBe('');
-    expect(Object.keys(res.json)).toEqual(['orders']);
+    expect(Object.keys(res.json)).toEqual(['orders', 'next_cursor']);
     expect(res.json.orders).toEqual([
       {
         order_id: second.order_id,
@@ -610,15 +671,34 @@ describe('orders list', () => {
       expect(o.seconds_left).toBeLessThanOrEqual(900);
     }
 
-    const [limited, bad] = await Promise.all([
-      t.cliJson<{ orders: { ref: string }[] }>(['orders', 'list', '--status', 'pending', '--limit', '1']),
+    const [limited, bad, limitedText] = await Promise.all([
+      t.cliJson<{ orders: { ref: string }[]; next_cursor: string | null }>(['orders', 'list', '--status', 'pending', '--limit', '1']),
       t.cli(['orders', 'list', '--status', 'bogus']),
+      t.cli(['orders', 'list', '--status', 'pending', '--limit', '1']),
     ]);
+    // A page that is cut says so: next_cursor in JSON, a note on stderr for a person.
     expect(limited.json.orders.map((o) => o.ref)).toEqual(['list-2']);
+    expect(limited.json.next_cursor).toEqual(expect.any(String));
+    expect(limited.stderr).toBe('');
+    expect(limitedText.stderr).toBe(`More orders match than the 1 shown; raise --limit, or add --cursor ${limited.json.next_cursor} for the next page.\n`);
+    const next = await t.cliJson<{ orders: { ref: string }[]; next_cursor: string | null }>([
+      'orders', 'list', '--status', 'pending', '--limit', '1', '--cursor', limited.json.next_cursor!,
+    ]);
+    expect(next.json).toEqual({ orders: [expect.objectContaining({ ref: 'list-1' })], next_cursor: null });
 
     expect(bad.code).toBe(2);
     expect(bad.stdout).toBe('');
     expect(bad.stderr).toContain('"bogus"');
+    // An empty filter (an unset shell variable) is refused, never dropped.
+    for (const args of [['--status', ''], ['--customer', ''], ['--cursor', 'x']]) {
+      const res = await t.cli(['orders', 'list', ...args]);
+      expect(res, args.join(' ')).toMatchObject({ code: 2, stdout: '' });
+    }
+    // Nor is an order made for a blank customer, which no one could list it by.
+    for (const customer of ['', '  ']) {
+      const blank = await t.cli(['reserve', 'MUG:1', '--customer', customer]);
+      expect(blank).toMatchObject({ code: 2, stdout: '', stderr: `error: Invalid customer id "${customer}": it must not be blank.\n` });
+    }
 
     // stockctl orders list --status pending --json | jq -r '.orders[].order_id' | stockctl cancel --from-file -
     const ids = res.json.orders.map((o) => `${o.order_id}\n`).join('');
@@ -633,7 +713,7 @@ describe('orders list', () => {
       t.cli(['orders', 'list', '--status', 'pending']),
     ]);
     expect(after.code).toBe(0);
-    expect(after.json).toEqual({ orders: [] });
+    expect(after.json).toEqual({ orders: [], next_cursor: null });
     expect(empty).toMatchObject({ code: 0, stderr: '', stdout: 'No orders match.\n' });
   });
 

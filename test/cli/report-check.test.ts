@@ -91,6 +91,18 @@ describe('report', () => {
       expired_reservations: 1,
       conflict_rate: 0,
       avg_seconds_to_payment: expect.any(Number),
+      // No order named a payment method: all of them report under "none".
+      by_payment_method: {
+        none: {
+          orders_created: 3,
+          orders_paid: 1,
+          orders_expired: 1,
+          orders_cancelled_by_hand: 1,
+          orders_pending: 0,
+          conversion_rate: 0.3333,
+          expired_reservations: 1,
+        },
+      },
       sweeps: {
         runs: 1,
         failed_runs: 0,
@@ -130,7 +142,7 @@ describe('report', () => {
     expect(res.stdout.endsWith('\n')).toBe(true);
     const lines = res.stdout.slice(0, -1).split('\n');
     for (const line of lines) {
-      expect(line).toMatch(/^(stockctl_[a-z_]+ [0-9.]+|# (HELP|TYPE) stockctl_[a-z_]+ .+)$/);
+      expect(line).toMatch(/^(stockctl_[a-z_]+(\{payment_method="[^"]+"\})? [0-9.]+|# (HELP|TYPE) stockctl_[a-z_]+ .+)$/);
     }
     const metrics = Object.fromEntries(
       lines.filter((l) => !l.startsWith('#')).map((l) => l.split(' ') as [string, string]),
@@ -146,13 +158,16 @@ describe('report', () => {
       stockctl_sweep_runs: '1',
       stockctl_sweep_failed_runs: '0',
       stockctl_sweep_consecutive_failures: '0',
+      'stockctl_payment_method_conversion_rate{payment_method="none"}': '0.3333',
+      'stockctl_payment_method_expired_reservations{payment_method="none"}': '1',
     });
-    // Every metric is announced by its HELP and TYPE lines, once.
-    for (const name of Object.keys(metrics)) {
-      const i = lines.indexOf(`${name} ${metrics[name]}`);
+    // Every metric is announced by its HELP and TYPE lines, once (here one series each).
+    for (const series of Object.keys(metrics)) {
+      const name = series.replace(/\{.*/, '');
+      const i = lines.indexOf(`${series} ${metrics[series]}`);
       expect(lines[i - 2]).toMatch(new RegExp(`^# HELP ${name} `));
       expect(lines[i - 1]).toBe(`# TYPE ${name} gauge`);
-      expect(lines.filter((l) => l.startsWith(`${name} `))).toHaveLength(1);
+      expect(lines.filter((l) => l.startsWith(`${series} `))).toHaveLength(1);
     }
   });
 
@@ -253,6 +268,10 @@ describe('check', () => {
       });
       expect(human.code).toBe(6);
       expect(human.stdout).toContain('FIRING  low_stock: 1 SKU(s) at or below 0 available: MUG (0)\n');
+      // A shop that restocks by hand may turn the rule off, and keep the other three.
+      const off = await check({ CHECK_LOW_STOCK: 'off' });
+      expect(off.code).toBe(0);
+      expect(off.json.alerts[3]).toEqual({ rule: 'low_stock', firing: false, value: [], threshold: null, message: 'off (CHECK_LOW_STOCK=off)' });
     } finally {
       await ok(['stock', 'set', 'MUG', '5']);
     }
@@ -330,6 +349,21 @@ describe('check', () => {
     const res = await t.cli(['check'], { env: { CHECK_LOW_STOCK: 'abc' } });
     expect(res.code).toBe(2);
     expect(res.stdout).toBe('');
-    expect(res.stderr).toBe('error: CHECK_LOW_STOCK must be a non-negative number, got "abc".\n');
+    expect(res.stderr).toBe('error: CHECK_LOW_STOCK must be a whole number of 0 or more, or off, got "abc".\n');
+  });
+});
+
+describe('check thresholds that cannot mean anything', () => {
+  it('a rate above 1, no failed sweeps, a negative or fractional low-stock bar: exit 2 naming the variable', async () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ CHECK_MAX_CONFLICT_RATE: '2' }, 'CHECK_MAX_CONFLICT_RATE must be a rate between 0 and 1 (0.1 is 10 %), got "2".'],
+      [{ CHECK_MAX_FAILED_SWEEPS: '0' }, 'CHECK_MAX_FAILED_SWEEPS must be a whole number of 1 or more, got "0".'],
+      [{ CHECK_LOW_STOCK: '-1' }, 'CHECK_LOW_STOCK must be a whole number of 0 or more, or off, got "-1".'],
+      [{ CHECK_LOW_STOCK: '2.5' }, 'CHECK_LOW_STOCK must be a whole number of 0 or more, or off, got "2.5".'],
+    ];
+    for (const [env, message] of cases) {
+      const res = await t.cli(['check'], { env });
+      expect(res, JSON.stringify(env)).toMatchObject({ code: 2, stdout: '', stderr: `error: ${message}\n` });
+    }
   });
 });

@@ -147,7 +147,7 @@ describe('K units, N one-unit buyers, 20 connections', () => {
     );
   }
 
-  for (const strategy of ['guarded', 'locking'] as const) {
+  for (const strategy of ['guarded', 'locking', 'batched'] as const) {
     it(`${strategy}: exactly K succeed, N - K are genuinely short`, async () => {
       const sku = `KN-${strategy}`;
       await addProducts(t.db, { [sku]: K });

@@ -164,3 +164,25 @@ describe('--help', () => {
     }
   });
 });
+
+describe('--version', () => {
+  it('prints the version; with --json, one JSON document holding it', async () => {
+    const plain = await runCli(['--version'], { databaseUrl: null });
+    expect(plain).toMatchObject({ code: 0, stderr: '', stdout: expect.stringMatching(/^\d+\.\d+\.\d+\n$/) });
+    const json = await runCli(['--version', '--json'], { databaseUrl: null });
+    expect(json).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(json.stdout)).toEqual({ version: plain.stdout.trim() });
+  });
+});
+
+describe('--help', () => {
+  it('the ops commands show examples; a crontab line is shown without a shell prompt', async () => {
+    for (const command of ['sweep', 'verify', 'report', 'check']) {
+      const res = await runCli([command, '--help'], { databaseUrl: null });
+      expect(res.code, command).toBe(0);
+      expect(res.stdout, command).toMatch(/\nExamples:\n {2}\$ stockctl /);
+    }
+    const sweep = await runCli(['sweep', '--help'], { databaseUrl: null });
+    expect(sweep.stdout).toContain('\n  */5 * * * * DATABASE_URL=');
+  });
+});

@@ -152,6 +152,50 @@ describe('stock set and stock adjust', () => {
     expect(await stockRow('HOLD')).toEqual({ stock_quantity: 3, reserved_stock: 3, version: 2 });
   });
 
+  it('an adjustment says what it would leave; past 1,000,000 units it is refused as set is (exit 5)', async () => {
+    await addProduct('ADJ', 'Adjusted', 5);
+    await t.sql`UPDATE products SET reserved_stock = 3 WHERE sku = 'ADJ'`; // as a pending order would
+    const below = await t.cli(['stock', 'adjust', 'ADJ', '-4']);
+    expect(below).toMatchObject({
+      code: 5,
+      stdout: '',
+      stderr: 'error: Cannot adjust ADJ by -4 (to 1): 3 units are reserved by pending orders (cancel them or let them expire first).\n',
+    });
+    await t.cli(['stock', 'adjust', 'ADJ', '+999995']);
+    const over = await t.cliJson(['stock', 'adjust', 'ADJ', '+1']);
+    expect(over).toMatchObject({
+      code: 5,
+      json: { error: { code: 'stock_above_limit', message: 'Cannot adjust ADJ by +1 (to 1000001): a stock row holds at most 1000000 units.' } },
+    });
+    expect(await stockRow('ADJ')).toEqual({ stock_quantity: 1_000_000, reserved_stock: 3, version: 2 });
+  });
+
+  it('a product whose variants hold its stock is named as such by set and adjust (exit 5), as by reserve', async () => {
+    await addProduct('PARENT', 'Parent', 0);
+    await addProduct('PARENT-S', 'Parent S', 2, ['--parent', 'PARENT']);
+    for (const args of [['stock', 'set', 'PARENT', '5'], ['stock', 'adjust', 'PARENT', '+5'], ['reserve', 'PARENT:1']]) {
+      const res = await t.cliJson(args);
+      expect(res, args.join(' ')).toMatchObject({ code: 5, json: { error: { code: 'sku_has_variants', sku: 'PARENT' } } });
+    }
+    expect((await t.cli(['stock', 'set', 'NO-SUCH', '5'])).code).toBe(4);
+    // Looking it up finds no stock row of its own (exit 4), and says where its stock is.
+    const shown = await t.cliJson(['stock', 'PARENT']);
+    expect(shown).toMatchObject({
+      code: 4,
+      json: { error: { code: 'sku_not_found', message: 'SKU "PARENT" is a product with variants, which hold its stock; ask for one of its variant SKUs instead.' } },
+    });
+  });
+
+  it("refuses `stock`'s own --low and --watch after set or adjust (exit 2) instead of ignoring them", async () => {
+    await addProduct('OWN', 'Own', 3);
+    const low = await t.cli(['stock', 'set', 'OWN', '23', '--low', 'abc']);
+    expect(low).toMatchObject({ code: 2, stdout: '' });
+    expect(low.stderr).toMatch(/^error: --low belongs to `stockctl stock` alone, not to `stock set`\./);
+    const watch = await t.cliJson(['stock', 'adjust', 'OWN', '+1', '--watch']);
+    expect(watch).toMatchObject({ code: 2, json: { error: { code: 'usage', message: '--watch belongs to `stockctl stock` alone, not to `stock adjust`.' } } });
+    expect(await stockRow('OWN')).toMatchObject({ stock_quantity: 3 });
+  });
+
   it('refuses to adjust stock below zero (exit 5)', async () => {
     await addProduct('FEW', 'Few', 1);
     const res = await t.cli(['stock', 'adjust', 'FEW', '-2']);
@@ -159,5 +203,25 @@ describe('stock set and stock adjust', () => {
     expect(res.stdout).toBe('');
     expect(res.stderr).toContain('FEW');
     expect(await stockRow('FEW')).toEqual({ stock_quantity: 1, reserved_stock: 0, version: 1 });
+  });
+});
+
+describe('product add, what a careless hand types', () => {
+  it('a price of too many digits is "too large", not a format error; a variant as --parent names its product', async () => {
+    const price = await t.cli(['product', 'add', 'PRICEY', '--name', 'Pricey', '--price', '99999999999999']);
+    expect(price).toMatchObject({ code: 2, stdout: '', stderr: 'error: Invalid price "99999999999999": too large (at most 1000000.00).\n' });
+    await addProduct('SHIRT', 'Shirt', 0);
+    await addProduct('SHIRT-M', 'Shirt M', 1, ['--parent', 'SHIRT']);
+    const nested = await t.cliJson(['product', 'add', 'SHIRT-M-X', '--name', 'x', '--parent', 'SHIRT-M']);
+    expect(nested).toMatchObject({
+      code: 5,
+      json: {
+        error: {
+          code: 'parent_is_variant',
+          message: 'SKU "SHIRT-M" is a variant of SHIRT, and a variant has no variants of its own; use --parent SHIRT.',
+        },
+      },
+    });
+    expect(await t.sql`SELECT sku FROM product_variants WHERE sku = 'SHIRT-M-X'`).toEqual([]);
   });
 });

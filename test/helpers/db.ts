@@ -38,7 +38,7 @@ const LEAK_GRACE_MS = 3000;
 export async function createTestDatabase(opts: CreateOptions = {}): Promise<TestDatabase> {
   const server = inject('testServer');
   const name = `stockctl_test_${randomBytes(5).toString('hex')}`;
-  const url = databaseUrl(server.adminUrl, name);
+  const url = databaseUrl(server.adminUrl, name, server.pooler);
   const admin = adminClient(server.adminUrl);
   let handle: Database;
   try {

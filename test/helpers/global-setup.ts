@@ -5,6 +5,8 @@
  *
  * Server: DATABASE_URL if set, else the embedded server under STOCKCTL_HOME (default
  * `.stockctl-test/` in the repository, never the user's own ~/.local/share/stockctl).
+ * The teardown stops an embedded server that this setup started (one already running
+ * is left alone), unless STOCKCTL_TEST_KEEP_DB=1 asks to keep it for inspection.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -21,14 +23,19 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
   let kind: TestServer['kind'];
   let adminUrl: string;
+  let stopStartedServer = async () => {};
   if (process.env.DATABASE_URL) {
     kind = 'external';
     adminUrl = process.env.DATABASE_URL;
   } else {
     kind = 'embedded';
     process.env.STOCKCTL_HOME ||= path.join(ROOT, '.stockctl-test');
-    const { ensureEmbedded } = await import('../../src/db/embedded.js');
-    adminUrl = (await ensureEmbedded()).url;
+    const { ensureEmbedded, stopEmbedded } = await import('../../src/db/embedded.js');
+    const { embeddedPlace } = await import('../../src/cli/config.js');
+    const place = embeddedPlace();
+    const server = await ensureEmbedded(place);
+    adminUrl = server.url;
+    if (server.started) stopStartedServer = () => stopOrKeep(server.home, () => stopEmbedded(place));
   }
 
   const template = `stockctl_tpl_${randomBytes(5).toString('hex')}`;
@@ -41,22 +48,39 @@ export default async function setup(project: TestProject): Promise<() => Promise
   } catch (err) {
     await dropDatabase(admin, template, { force: true }).catch(() => {});
     await admin.end({ timeout: 5 });
+    await stopStartedServer().catch(() => {});
     throw new Error(`Could not prepare the test template database on ${redact(adminUrl)}: ${(err as Error).message}`, {
       cause: err,
     });
   }
   await admin.end({ timeout: 5 });
 
-  project.provide('testServer', { adminUrl, template, kind });
+  const pooler = process.env.STOCKCTL_TEST_POOLER || undefined;
+  project.provide('testServer', { adminUrl, template, kind, pooler });
 
   return async () => {
-    const sql = adminClient(adminUrl);
     try {
-      await dropDatabase(sql, template, { force: true });
+      const sql = adminClient(adminUrl);
+      try {
+        await dropDatabase(sql, template, { force: true });
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
     } finally {
-      await sql.end({ timeout: 5 });
+      await stopStartedServer();
     }
   };
+}
+
+/** Stop the embedded server this run started, or say where it was kept running. */
+async function stopOrKeep(home: string, stopEmbedded: () => Promise<boolean>): Promise<void> {
+  if (process.env.STOCKCTL_TEST_KEEP_DB === '1') {
+    console.info(
+      `Kept the embedded PostgreSQL under ${home} running (STOCKCTL_TEST_KEEP_DB=1); stop it with \`STOCKCTL_HOME=${home} stockctl db stop\`.`,
+    );
+    return;
+  }
+  await stopEmbedded();
 }
 
 function redact(url: string): string {

@@ -11,6 +11,12 @@ export interface TestServer {
   /** The migrated template that every test database is cloned from. */
   template: string;
   kind: 'external' | 'embedded';
+  /**
+   * STOCKCTL_TEST_POOLER=host:port: the tests reach their databases through this pooler
+   * (PgBouncer in transaction mode, see test/pooler/pgbouncer.sh); the harness itself
+   * still creates and drops them on the server directly.
+   */
+  pooler?: string;
 }
 
 declare module 'vitest' {
@@ -19,10 +25,11 @@ declare module 'vitest' {
   }
 }
 
-/** The same server and credentials, another database. */
-export function databaseUrl(serverUrl: string, database: string): string {
+/** The same server and credentials, another database; optionally through a pooler at `via` (host:port). */
+export function databaseUrl(serverUrl: string, database: string, via?: string): string {
   const url = new URL(serverUrl);
   url.pathname = `/${database}`;
+  if (via) url.host = via;
   return url.toString();
 }
 

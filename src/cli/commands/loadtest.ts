@@ -1,8 +1,10 @@
 import type { CommandContext } from '../run.js';
+import { InvalidInputError } from '../../errors.js';
 import { parseCount, parseQuantity, parseRetrySetting, parseStockLevel } from '../../engine/input.js';
 import { withRetryFlags } from '../../engine/settings.js';
 import { STRATEGIES, type Strategy } from '../../engine/orders.js';
-import type { StrategyReport } from '../../loadtest/run.js';
+import { progressMeter } from '../output.js';
+import type { BaselineReport, LoadtestLeftovers, StrategyReport } from '../../loadtest/run.js';
 
 interface Flags {
   buyers: string;
@@ -13,11 +15,32 @@ interface Flags {
   strategy: Strategy | 'all';
   keep?: boolean;
   mix?: boolean;
+  cleanup?: boolean;
   maxRetries?: string;
   retryBackoff?: string;
+  url?: string;
+  token?: string;
+  report?: string;
+  compare?: string[];
+}
+
+// One way to write numbers: counts and rates with thousands separators, ms with one
+// decimal, ratios with two.
+const count = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 });
+const ms = (n: number) => n.toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const plural = (n: number, one: string, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;
+const NONE = '—';
+
+function describeLeftovers(l: LoadtestLeftovers): string {
+  return `${plural(l.skus, 'SKU')}, ${plural(l.orders, 'order')}, ${plural(l.scratch_tables, 'scratch table')}`;
 }
 
 export default async function loadtest(ctx: CommandContext, flags: Flags) {
+  if (flags.compare) {
+    const given = (['report', 'cleanup', 'url', 'keep', 'mix'] as const).filter((f) => flags[f] !== undefined).map((f) => `--${f}`);
+    return (await import('./loadtest-report.js')).compareRuns(ctx, flags.compare, given);
+  }
+  if (flags.report !== undefined && flags.cleanup) throw new InvalidInputError('--report goes with a run, not with --cleanup.');
   const cfg = {
     buyers: parseCount(flags.buyers, '--buyers', 1_000_000),
     stock: parseStockLevel(flags.stock, '--stock'),
@@ -25,55 +48,125 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     concurrency: parseCount(flags.concurrency, '--concurrency', 500),
     skus: parseCount(flags.skus, '--skus', 1000),
     strategies: flags.strategy === 'all' ? STRATEGIES : [flags.strategy],
-    actor: ctx.actor,
-    settings: withRetryFlags(ctx.settings, flags, parseRetrySetting),
+    actor: ctx.config.actor,
+    settings: withRetryFlags(ctx.config.settings, flags, parseRetrySetting),
     signal: ctx.signal,
     mix: Boolean(flags.mix),
   };
-  const database = await ctx.openDb({ application: 'stockctl-loadtest', max: cfg.concurrency });
-  const { runLoadtest } = await import('../../loadtest/run.js');
+  const { findLeftovers, removeLeftovers, runLoadtest } = await import('../../loadtest/run.js');
+  if (flags.cleanup) {
+    const database = await ctx.openDb({ application: 'stockctl-loadtest', max: 1 });
+    const removed = await removeLeftovers(database);
+    ctx.out.result({ removed }, () => {
+      ctx.out.line(
+        removed.runs.length === 0
+          ? 'No loadtest leftovers found.'
+          : `Removed the leftovers of ${plural(removed.runs.length, 'loadtest run')} (${removed.runs.join(', ')}): ` +
+              `${describeLeftovers(removed)}, ${plural(removed.reservations, 'reservation')}, ${plural(removed.ledger_rows, 'ledger row')}.`,
+      );
+    });
+    return 0;
+  }
+  const reportFile = flags.report === undefined ? undefined : await (await import('./loadtest-report.js')).prepareReportFile(flags.report);
+  const connections = Math.min(cfg.concurrency, cfg.buyers);
+  // --url: the buyers go through a running server's POST /orders (its strategy is the
+  // one measured); the products, the baseline and every check still use the database.
+  let http: Awaited<ReturnType<typeof import('../../loadtest/http.js').connectHttpTarget>> | undefined;
+  if (flags.url !== undefined) {
+    const token = flags.token ?? process.env.STOCKCTL_TOKEN;
+    if (!token) throw new InvalidInputError('With --url, give a token of role shop or above: --token T or STOCKCTL_TOKEN.');
+    const { connectHttpTarget } = await import('../../loadtest/http.js');
+    http = await connectHttpTarget(flags.url, token, connections);
+    if (flags.strategy !== 'all' && flags.strategy !== http.strategy) {
+      http.close();
+      throw new InvalidInputError(`The server at ${flags.url} runs the ${http.strategy} strategy, not ${flags.strategy}; restart it with --strategy ${flags.strategy}, or leave --strategy out.`);
+    }
+    Object.assign(cfg, { strategies: [http.strategy as Strategy], reserve: http.reserve, url: flags.url });
+  } else if (flags.token !== undefined) {
+    throw new InvalidInputError('--token goes with --url (a server to fire the buyers at).');
+  }
+  const database = await ctx.openDb({ application: 'stockctl-loadtest', max: connections });
+  const leftovers = await findLeftovers(database);
+  if (leftovers.runs.length > 0) {
+    ctx.out.note(
+      `Found leftovers of ${plural(leftovers.runs.length, 'earlier loadtest run')} (${leftovers.runs.join(', ')}): ` +
+        `${describeLeftovers(leftovers)}; \`stockctl loadtest --cleanup\` removes them.`,
+    );
+  }
   const spinner = ctx.out.spinner('Measuring a bare guarded UPDATE');
+  const meters = new Map<string, ReturnType<typeof progressMeter>>();
+  const onProgress = (p: { strategy: string; done: number; total: number }) => {
+    if (!meters.has(p.strategy)) meters.set(p.strategy, progressMeter(spinner, p.strategy, p.total));
+    meters.get(p.strategy)?.update(p.done);
+  };
   const report = await runLoadtest(
     database,
-    { ...cfg, onProgress: (p) => (spinner.text = `${p.strategy}: ${p.done}/${p.total} buyers`) },
+    { ...cfg, onProgress },
     { keep: flags.keep },
-  );
+  ).finally(() => http?.close());
   spinner.stop();
   ctx.out.result(report, () => {
     const { chalk } = ctx.out;
     ctx.out.line(
-      `${cfg.buyers} buyers × ${cfg.quantity} unit(s), ${cfg.stock} in stock on each of ${cfg.skus} SKU(s), ${cfg.concurrency} connections` +
-        (database.embedded ? ' (embedded PostgreSQL)' : ''),
+      `${count(cfg.buyers)} buyers × ${count(cfg.quantity)} unit(s), ${count(cfg.stock)} in stock on each of ${count(cfg.skus)} SKU(s), ${count(connections)} connections` +
+        (database.embedded ? ' (embedded PostgreSQL)' : '') +
+        (http ? `, through ${flags.url} (its strategy: ${http.strategy})` : ''),
     );
+    // The bare UPDATE sells nothing: only its rate and latency mean something.
+    const baselineRow = (b: BaselineReport) => [
+      'bare UPDATE (limit)', NONE, NONE, NONE, NONE, count(b.throughput_rps), '1.00',
+      ms(b.latency_ms.p50), ms(b.latency_ms.p95), ms(b.latency_ms.p99), NONE,
+    ];
+    const checks = (s: StrategyReport) =>
+      s.violations.length > 0 ? chalk.red('FAIL') : s.buyers < cfg.buyers ? chalk.yellow('partial') : chalk.green('ok');
     const row = (s: StrategyReport) => [
-      s.strategy === 'bare_update' ? 'bare UPDATE (limit)' : s.strategy,
-      s.successes,
-      s.rejections,
-      s.false_rejections,
-      s.retries,
-      s.throughput_rps,
-      s.ratio_to_bare_update === null ? '' : s.ratio_to_bare_update.toFixed(2),
-      s.latency_ms.p50,
-      s.latency_ms.p95,
-      s.latency_ms.p99,
-      s.strategy === 'bare_update' ? '' : s.violations.length === 0 ? chalk.green('ok') : chalk.red('FAIL'),
+      s.strategy,
+      count(s.successes),
+      count(s.rejections),
+      count(s.false_rejections),
+      count(s.retries),
+      count(s.throughput_rps),
+      s.ratio_to_bare_update === null ? NONE : s.ratio_to_bare_update.toFixed(2),
+      ms(s.latency_ms.p50),
+      ms(s.latency_ms.p95),
+      ms(s.latency_ms.p99),
+      checks(s),
     ];
     ctx.out.line(
       ctx.out.table(
         ['Strategy', 'Won', 'Sold out', 'False rejects', 'Retries', 'Reserve/s', 'vs bare', 'p50 ms', 'p95 ms', 'p99 ms', 'Checks'],
-        [row(report.baseline), ...report.strategies.map(row)],
+        [baselineRow(report.baseline), ...report.strategies.map(row)],
         { align: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'] },
       ),
     );
+    if (report.baseline.errors > 0) {
+      ctx.out.line(chalk.red(`bare UPDATE: ${plural(report.baseline.errors, 'statement')} failed: ${report.baseline.first_error}`));
+    }
     for (const s of report.strategies) {
       if (s.mix) {
         const m = s.mix;
-        ctx.out.line(`${s.strategy}: ${m.paid} paid (${m.units_sold} units sold), ${m.cancelled} cancelled, ${m.expired_by_sweep} expired by the sweep, ${m.late_pays_refused} late pays refused`);
+        ctx.out.line(
+          `${s.strategy}: of ${count(s.successes)} won, ${count(m.paid)} paid (${count(m.units_sold)} units sold), ${count(m.cancelled)} cancelled, ` +
+            `${count(m.expired_by_sweep)} expired by the sweep (${count(m.late_pays_refused)} after a late pay was refused)` +
+            (m.still_pending > 0 ? `, ${count(m.still_pending)} still pending` : ''),
+        );
       }
       for (const v of s.violations) ctx.out.line(chalk.red(`${s.strategy}: ${v.message}`));
     }
-    if (report.ok) ctx.out.line(chalk.green('No oversell, no false rejection by guarded/locking, every invariant holds.'));
+    if (report.interrupted) {
+      const done = report.strategies.map((s) => `${s.strategy} ${count(s.buyers)}`).join(', ');
+      ctx.out.line(
+        chalk.yellow(
+          `Interrupted: these figures cover only the buyers fired before the stop (${done || 'none'} of ${count(cfg.buyers)} each); ` +
+            'no verdict on this run.',
+        ),
+      );
+    } else if (report.ok) {
+      ctx.out.line(chalk.green('No oversell, no false rejection by guarded/locking/batched, every invariant holds.'));
+    }
   });
+  // Written whatever the verdict (a failed or stopped run is the one worth looking at).
+  const reportWritten = reportFile === undefined || (await (await import('./loadtest-report.js')).writeReportFile(ctx, reportFile, report));
   if (report.interrupted) return 130;
-  return report.ok ? 0 : 6;
+  return report.ok ? (reportWritten ? 0 : 2) : 6;
 }

@@ -1,15 +1,17 @@
-import type { CommandContext } from '../run.js';
+import { noteEmbeddedStarted, type CommandContext } from '../run.js';
 
 export default async function migrate(ctx: CommandContext, flags: { dryRun?: boolean }) {
   const { runMigrations } = await import('../../db/migrate.js');
-  let url = ctx.databaseUrl;
+  let url = ctx.config.databaseUrl;
   if (!url) {
     const { ensureEmbedded } = await import('../../db/embedded.js');
-    url = (await ensureEmbedded()).url;
+    const info = await ensureEmbedded(ctx.config.embedded);
+    noteEmbeddedStarted(ctx.out, info);
+    url = info.url;
   }
   const spinner = ctx.out.spinner(flags.dryRun ? 'Checking migrations' : 'Applying migrations');
   try {
-    const plan = await runMigrations(url, { dryRun: flags.dryRun });
+    const plan = await runMigrations(url, { dryRun: flags.dryRun, statementTimeoutS: ctx.config.statementTimeoutS });
     spinner.stop();
     ctx.out.result({ dry_run: Boolean(flags.dryRun), applied: flags.dryRun ? [] : plan.pending, pending: flags.dryRun ? plan.pending : [], already_applied: plan.applied }, () => {
       if (plan.pending.length === 0) ctx.out.line(`Schema is up to date (${plan.applied.length} migrations applied).`);

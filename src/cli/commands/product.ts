@@ -16,7 +16,7 @@ export async function add(ctx: CommandContext, skuArg: string, flags: AddFlags) 
     price: flags.price === undefined ? undefined : parsePrice(flags.price),
     stock: parseStockLevel(flags.stock, 'initial stock'),
     parentSku: flags.parent === undefined ? undefined : parseSku(flags.parent),
-    actor: ctx.actor,
+    actor: ctx.config.actor,
   };
   if (!input.name.trim()) throw new (await import('../../errors.js')).InvalidInputError('The product name must not be empty.');
   const { db } = await ctx.openDb({ application: 'stockctl-product' });

@@ -5,7 +5,7 @@ export default async function verify(ctx: CommandContext, flags: { repair?: bool
   const { findViolations, repairCounters } = await import('../../engine/verify.js');
   const spinner = ctx.out.spinner('Checking invariants');
   const found = await findViolations(db);
-  const repairs = flags.repair && found.length > 0 ? await repairCounters(db, ctx.actor) : [];
+  const repairs = flags.repair && found.length > 0 ? await repairCounters(db, ctx.config.actor) : [];
   const remaining = repairs.length > 0 ? await findViolations(db) : found;
   spinner.stop();
   const ok = remaining.length === 0;

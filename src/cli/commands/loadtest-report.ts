@@ -1,0 +1,169 @@
+/**
+ * The files around a loadtest: `--report run.html` (the HTML page of a run) and
+ * `--compare before.json after.json` (two saved `--json` documents side by side).
+ * Neither runs load; --compare does not even open the database.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { CommandContext } from '../run.js';
+import { InvalidInputError } from '../../errors.js';
+import { escapeControls as shown } from '../../engine/input.js';
+import type { LoadtestReport } from '../../loadtest/run.js';
+
+/** Why a file could not be read or written, in words (never a stack trace). */
+function why(err: unknown, file: string): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const dir = path.dirname(file);
+  switch (code) {
+    case 'ENOENT':
+      return `no such file or directory`;
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EROFS':
+      return `${dir} is on a read-only file system`;
+    case 'ENOTDIR':
+      return `${dir} is not a directory`;
+    case 'EISDIR':
+      return 'it is a directory';
+    case 'ENOSPC':
+      return 'no space left on the device';
+    default:
+      return (err as Error).message;
+  }
+}
+
+/** A temporary name beside `file`, in the same directory (so that rename is atomic). */
+const tempBeside = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${randomBytes(3).toString('hex')}.tmp`);
+
+/**
+ * `--report FILE`, checked before the run starts (a long run must not end in "cannot
+ * write"): its directory exists and takes a new file, and FILE is not a directory.
+ * Returns the absolute path.
+ */
+export async function prepareReportFile(file: string): Promise<string> {
+  const target = path.resolve(file);
+  const refuse = (reason: string) => new InvalidInputError(shown(`Cannot write the report to ${file} (--report): ${reason}.`));
+  const stat = await fs.stat(target).catch(() => undefined);
+  if (stat?.isDirectory()) throw refuse('it is a directory');
+  const dir = path.dirname(target);
+  const dirStat = await fs.stat(dir).catch(() => undefined);
+  if (!dirStat) throw refuse(`the directory ${dir} does not exist`);
+  if (!dirStat.isDirectory()) throw refuse(`${dir} is not a directory`);
+  const probe = tempBeside(target);
+  try {
+    await (await fs.open(probe, 'wx')).close();
+  } catch (err) {
+    throw refuse(why(err, target));
+  }
+  await fs.rm(probe, { force: true });
+  return target;
+}
+
+/**
+ * Write the report page atomically (a temporary file beside it, then renamed over it: a
+ * reader never sees half a page) and say where on stderr. On failure, say why there and
+ * return false (stdout already has the run's figures).
+ */
+export async function writeReportFile(ctx: CommandContext, target: string, report: LoadtestReport): Promise<boolean> {
+  const { renderHtmlReport } = await import('../../loadtest/html-report.js');
+  const temp = tempBeside(target);
+  try {
+    const handle = await fs.open(temp, 'wx');
+    try {
+      await handle.writeFile(renderHtmlReport(report), 'utf8');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temp, target);
+  } catch (err) {
+    await fs.rm(temp, { force: true }).catch(() => {});
+    process.stderr.write(`${ctx.out.chalk.red('error:')} ${shown(`Could not write the report to ${target}: ${why(err, target)}.`)}\n`);
+    return false;
+  }
+  ctx.out.note(shown(`Wrote the report to ${target}.`));
+  return true;
+}
+
+async function readRun(file: string): Promise<LoadtestReport> {
+  const refuse = (reason: string) => new InvalidInputError(shown(`Cannot compare ${file}: ${reason}.`));
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw refuse(why(err, file));
+  }
+  if (text.trim() === '') throw refuse('it is empty (save a run with `stockctl loadtest --json > run.json`)');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw refuse(`it is not JSON (${(err as Error).message})`);
+  }
+  const { loadtestReportProblem } = await import('../../loadtest/compare.js');
+  const problem = loadtestReportProblem(value);
+  if (problem) throw refuse(`it is not a \`loadtest --json\` document: ${problem}`);
+  return value as LoadtestReport;
+}
+
+const count = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 });
+const ms = (n: number) => n.toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const ratio = (n: number) => n.toFixed(2);
+const percent = (change: number) => {
+  const p = Math.round(change * 1000) / 10;
+  return `${p > 0 ? '+' : ''}${p === 0 ? '0.0' : p.toFixed(1)}%`;
+};
+
+/** "1,037 → 983 (-5.2%)"; "—" for a side where the strategy did not run. */
+function changeCell(figure: { before: number | null; after: number | null; change: number | null }, format: (n: number) => string): string {
+  const side = (n: number | null) => (n === null ? '—' : format(n));
+  return `${side(figure.before)} → ${side(figure.after)}${figure.change === null ? '' : ` (${percent(figure.change)})`}`;
+}
+
+const configValue = (v: unknown) => (v === undefined ? '(none)' : Array.isArray(v) ? v.join(',') : typeof v === 'number' ? count(v) : JSON.stringify(v).replace(/^"(.*)"$/, '$1'));
+
+/** `loadtest --compare before.json after.json`. */
+export async function compareRuns(ctx: CommandContext, files: string[], others: string[]): Promise<number> {
+  if (files.length !== 2) {
+    throw new InvalidInputError(`--compare takes two files, the saved \`loadtest --json\` of the run before and of the run after; got ${files.length}.`);
+  }
+  if (others.length > 0) throw new InvalidInputError(`--compare runs nothing: leave out ${others.join(' and ')}.`);
+  const [before, after] = [await readRun(files[0]), await readRun(files[1])];
+  const { compareReports } = await import('../../loadtest/compare.js');
+  const comparison = compareReports(before, after);
+  ctx.out.result(comparison, () => {
+    const { chalk } = ctx.out;
+    const describe = (file: string, r: typeof comparison.before) =>
+      `${file}: run ${r.run_id} at ${r.started_at}, stockctl ${r.stockctl_version}, PostgreSQL ${r.server_version}` +
+      (r.interrupted ? chalk.yellow(' (interrupted: partial figures)') : '');
+    ctx.out.line(`Before: ${describe(files[0], comparison.before)}`);
+    ctx.out.line(`After:  ${describe(files[1], comparison.after)}`);
+    const checks = (ok: boolean | null) => (ok === null ? '—' : ok ? chalk.green('ok') : chalk.red('FAIL'));
+    ctx.out.line(
+      ctx.out.table(
+        ['Strategy', 'Reserve/s', 'vs bare', 'p95 ms', 'p99 ms', 'Checks'],
+        comparison.strategies.map((s) => [
+          s.strategy === 'bare_update' ? 'bare UPDATE (limit)' : s.strategy,
+          changeCell(s.throughput_rps, count),
+          changeCell(s.ratio_to_bare_update, ratio),
+          changeCell(s.p95_ms, ms),
+          changeCell(s.p99_ms, ms),
+          s.strategy === 'bare_update' ? '—' : `${checks(s.ok.before)} → ${checks(s.ok.after)}`,
+        ]),
+        { align: ['left', 'right', 'right', 'right', 'right', 'left'] },
+      ),
+    );
+    if (comparison.before.server_version !== comparison.after.server_version) {
+      ctx.out.line(chalk.yellow(`The servers differ (PostgreSQL ${comparison.before.server_version} → ${comparison.after.server_version}): compare the ratios to the bare UPDATE, not the rates.`));
+    }
+    if (comparison.config_differs.length > 0) {
+      const settings = comparison.config_differs.map(
+        (k) => `${k} ${configValue(comparison.before.config[k])} → ${configValue(comparison.after.config[k])}`,
+      );
+      ctx.out.line(chalk.yellow(`The settings differ (${settings.join(', ')}): the figures are not like for like.`));
+    }
+  });
+  return 0;
+}

@@ -1,0 +1,37 @@
+/**
+ * Leaving the process without losing output. On a pipe, Node writes stdout and stderr
+ * asynchronously: `process.exit()` right after a large write keeps only what the pipe
+ * buffer took (64 KiB to 128 KiB), and the reader sees cut-off JSON while we exit 0.
+ * So every exit waits until both streams have handed all their data to the kernel,
+ * however slow the reader. A reader that went away (`| head`) ends it quietly: the
+ * EPIPE handler installed by `guardStdout` exits 0 at once.
+ */
+
+/** Resolves once everything written to `stream` so far has been flushed (or failed). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) {
+      resolve();
+      return;
+    }
+    // Writes complete in order: the callback of an empty write runs after every earlier one.
+    stream.write('', () => resolve());
+  });
+}
+
+export async function exitWhenFlushed(code: number): Promise<never> {
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
+}
+
+/**
+ * A reader that went away: on stdout (`stockctl stock --json | head`) the command ends
+ * quietly; on stderr, diagnostics are simply lost.
+ */
+export function guardStdio(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  process.stderr.on('error', () => {});
+}

@@ -1,0 +1,111 @@
+/**
+ * Running the server: listen, run the optional in-process sweep, and on SIGTERM or
+ * SIGINT stop accepting, let in-flight requests finish (up to the grace period), end
+ * the event streams, and return so that the caller closes the pool.
+ */
+import type { Database } from '../db/client.js';
+import type { Strategy } from '../engine/orders.js';
+import type { Settings } from '../engine/settings.js';
+import type { PaymentWindowPolicy } from '../engine/windows.js';
+import { expireDueOrders } from '../engine/sweep.js';
+import { publicMessage } from '../db/errors.js';
+import { InvalidInputError } from '../errors.js';
+import { buildApp } from './app.js';
+import { listenForStock } from '../engine/stock-events.js';
+
+export interface ServeOptions {
+  database: Database;
+  settings: Settings;
+  paymentWindows: PaymentWindowPolicy;
+  host: string;
+  port: number;
+  strategy: Strategy;
+  /** Run the sweep this often, in ms (undefined: never; cron does it). */
+  sweepEveryMs?: number;
+  graceMs: number;
+  actor: string;
+  /** Resolves (or aborts) when the server should stop. */
+  stop: AbortSignal;
+  onListening(address: { url: string; host: string; port: number }): void;
+}
+
+export async function serve(opts: ServeOptions): Promise<void> {
+  const { database } = opts;
+  let stockApp: Awaited<ReturnType<typeof buildApp>> | undefined;
+  // LISTEN before accepting requests: no change committed after /readyz is missed.
+  const events = await listenForStock(database.sql, { onReconnect: () => stockApp?.resync() });
+  stockApp = await buildApp({ db: database.db, sql: database.sql, settings: opts.settings, paymentWindows: opts.paymentWindows, strategy: opts.strategy, events });
+  const { app } = stockApp;
+  const log = app.log;
+
+  let sweepTimer: NodeJS.Timeout | undefined;
+  let sweeping: Promise<void> = Promise.resolve();
+  const scheduleSweep = () => {
+    if (!opts.sweepEveryMs || opts.stop.aborted) return;
+    sweepTimer = setTimeout(() => {
+      sweeping = expireDueOrders(database.db, { actor: opts.actor, signal: opts.stop })
+        .then((r) => {
+          if (r.expired_orders > 0) log.info({ sweep: r }, 'sweep expired orders');
+        })
+        .catch((err) => log.error({ err: { message: publicMessage(err) } }, 'sweep failed'))
+        .finally(scheduleSweep);
+    }, opts.sweepEveryMs);
+  };
+
+  try {
+    await app.listen({ host: opts.host, port: opts.port });
+  } catch (err) {
+    await app.close().catch(() => {});
+    await events.close();
+    throw listenError(err, opts.host, opts.port);
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : opts.port;
+  const shownHost = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  opts.onListening({ url: `http://${shownHost}:${port}`, host: opts.host, port });
+  log.info({ host: opts.host, port, strategy: opts.strategy, sweep_every_ms: opts.sweepEveryMs ?? null }, 'listening');
+  scheduleSweep();
+
+  await new Promise<void>((resolve) => {
+    if (opts.stop.aborted) resolve();
+    else opts.stop.addEventListener('abort', () => resolve(), { once: true });
+  });
+
+  log.info({ grace_ms: opts.graceMs }, 'stopping: no new connections, finishing in-flight requests');
+  clearTimeout(sweepTimer);
+  // Streams never finish by themselves: end them, then wait for the requests in flight.
+  stockApp.endStreams();
+  const grace = setTimeout(() => {
+    log.warn('grace period over: closing the remaining connections');
+    app.server.closeAllConnections();
+  }, opts.graceMs);
+  // A keep-alive connection that finishes its request after close() began (a 503 to a
+  // client still sending) would otherwise hold the close open until its idle timeout.
+  const idleSweep = setInterval(() => app.server.closeIdleConnections(), 50);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(grace);
+    clearInterval(idleSweep);
+  }
+  await sweeping;
+  await events.close();
+  log.info('stopped');
+}
+
+/** Why the server could not listen, in a sentence (exit 2); anything else as it is. */
+function listenError(err: unknown, host: string, port: number): unknown {
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  switch ((err as NodeJS.ErrnoException | null)?.code) {
+    case 'EADDRINUSE':
+      return new InvalidInputError(`Cannot listen on ${where}: the port is in use (another stockctl serve?); stop that process or choose another --port.`, 'port_in_use');
+    case 'EACCES':
+      return new InvalidInputError(`Cannot listen on ${where}: not allowed (ports below 1024 need privileges); choose another --port.`, 'port_not_allowed');
+    case 'ENOTFOUND':
+      return new InvalidInputError(`Cannot listen on ${where}: the name ${host} cannot be resolved; use --host 127.0.0.1 or one of this machine's addresses.`, 'host_not_available');
+    case 'EADDRNOTAVAIL':
+      return new InvalidInputError(`Cannot listen on ${where}: ${host} is not an address of this machine; use --host 127.0.0.1 or one of its addresses.`, 'host_not_available');
+    default:
+      return err;
+  }
+}

@@ -1,0 +1,22 @@
+-- The order-write limit: every row a reserve writes (the guarded update, the order, its
+-- line, its reservation and its ledger row), as one minimal statement per order.
+\set i random(1, :skus)
+WITH up AS (
+  UPDATE products SET reserved_stock = reserved_stock + 1, version = version + 1, updated_at = now()
+   WHERE sku = 'PGBENCH-' || :i AND stock_quantity - reserved_stock >= 1
+  RETURNING product_id, sku, name, price
+), o AS (
+  INSERT INTO orders (status, payment_expires_at, subtotal, total, item_count)
+  SELECT 'pending', now() + interval '15 minutes', price, price, 1 FROM up
+  RETURNING order_id
+), li AS (
+  INSERT INTO order_items (order_id, product_id, sku, name, unit_price, quantity, line_total)
+  SELECT o.order_id, up.product_id, up.sku, up.name, up.price, 1, up.price FROM o, up
+  RETURNING order_item_id, order_id
+), r AS (
+  INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, quantity, expires_at)
+  SELECT li.order_id, li.order_item_id, up.product_id, up.sku, 1, now() + interval '15 minutes' FROM li, up
+  RETURNING reservation_id, order_id
+)
+INSERT INTO stock_movements (product_id, sku, kind, stock_delta, reserved_delta, order_id, reservation_id, actor)
+SELECT up.product_id, up.sku, 'reserve', 0, 1, r.order_id, r.reservation_id, 'pgbench' FROM r, up;
