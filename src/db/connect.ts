@@ -5,17 +5,24 @@
  * dead network): the server ends statements and idle transactions that run too long,
  * and the client gives up on a query the server never answers.
  */
+import net from 'node:net';
 import postgres from 'postgres';
 import { DatabaseUnavailableError } from '../errors.js';
-import { isWaitForSlot, sqlState } from './errors.js';
-import { parseDatabaseUrl } from './url.js';
+import { errorCode, isWaitForSlot, sqlState } from './errors.js';
+import { parseDatabaseUrl, type ConnectionTarget } from './url.js';
 import { DEFAULT_STATEMENT_TIMEOUT_S } from '../engine/settings.js';
 
-/** Seconds allowed to establish a connection before we give up with exit 7. */
-export const CONNECT_TIMEOUT_S = 5;
+/**
+ * Seconds of waiting for a server that does not answer a connection attempt before we
+ * give up with exit 7. A server that refuses, or a URL whose every host refuses, fails at
+ * once; this is for one that accepts and then says nothing (a frozen server, a pooler
+ * that cannot reach its server). Generous, because a server swamped by a hundred
+ * connection attempts at once on a slow machine also takes seconds to answer each.
+ */
+export const CONNECT_TIMEOUT_S = 10;
 
 /** Beyond the server's own statement_timeout, how long the client still waits for its answer. */
-const CLIENT_GRACE_S = 5;
+const CLIENT_GRACE_S = 10;
 
 export interface ClientOptions {
   application?: string;
@@ -56,15 +63,14 @@ export function createClient(url: string, opts: ClientOptions = {}): postgres.Sq
     max: opts.max ?? 2,
     // postgres.js's own timer for a connection counts wall time, so on a machine too busy to
     // run us it fired while the server had answered. The first connection is ended by our
-    // own deadline (connectDeadline: CONNECT_TIMEOUT_S + 1 s of waiting); this one is the
-    // backstop, for the pool's later connections.
+    // own deadline (connectDeadline); this one is the backstop, for the pool's later ones.
     connect_timeout: 2 * CONNECT_TIMEOUT_S,
     idle_timeout: 30,
     prepare: opts.prepare ?? true,
     onnotice: () => {},
     connection,
   });
-  return withClientDeadline(sql, statementS + CONNECT_TIMEOUT_S + CLIENT_GRACE_S);
+  return withClientDeadline(sql, statementS + CLIENT_GRACE_S);
 }
 
 type Pending = PromiseLike<unknown> & { cancel?: () => unknown; values?: () => unknown };
@@ -171,12 +177,15 @@ export async function openClient<T>(
 ): Promise<{ sql: postgres.Sql; first: T; pooled: boolean }> {
   const attempt = async (options: ClientOptions) => {
     const sql = createClient(url, options);
+    const refused = everyHostRefuses(parseDatabaseUrl(url));
     try {
-      return { sql, first: await whenConnected(() => first(sql)) };
+      return { sql, first: await Promise.race([whenConnected(() => first(sql)), refused.verdict]) };
     } catch (err) {
       // Nothing to drain: a connection that never came up is dropped at once.
       await sql.end({ timeout: 0 });
       throw err;
+    } finally {
+      refused.stop();
     }
   };
   try {
@@ -202,11 +211,18 @@ export const BUSY_SERVER_WAIT_S = 30;
  */
 export async function whenConnected<T>(first: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + BUSY_SERVER_WAIT_S * 1000;
+  // Once the server has said it is full or starting, it is there: an attempt that then
+  // waits too long is a server too busy to answer in time (a hundred buyers at once on a
+  // slow machine), and is tried again within the same wait, not taken for a silent one.
+  let answered = false;
   for (let attempt = 1; ; attempt++) {
     try {
       return await connectDeadline(first());
     } catch (err) {
-      if (!isWaitForSlot(err) || Date.now() > deadline) throw err;
+      const busy = isWaitForSlot(err);
+      answered ||= busy;
+      const slow = err instanceof DeadlineError || errorCode(err) === 'CONNECT_TIMEOUT';
+      if (!(busy || (answered && slow)) || Date.now() > deadline) throw err;
       // Jittered and growing, so that waiting processes do not retry in step.
       const pause = Math.min(1000, 50 * attempt) * (0.5 + Math.random());
       await new Promise((resolve) => setTimeout(resolve, pause));
@@ -215,7 +231,7 @@ export async function whenConnected<T>(first: () => Promise<T>): Promise<T> {
 }
 
 function connectDeadline<T>(work: Promise<T>): Promise<T> {
-  const seconds = CONNECT_TIMEOUT_S + 1;
+  const seconds = CONNECT_TIMEOUT_S;
   let stop = () => {};
   const deadline = new Promise<never>((_, reject) => {
     stop = patientDeadline(seconds, () => reject(new DeadlineError('a connection attempt', seconds)));
@@ -258,4 +274,48 @@ function patientDeadline(seconds: number, expire: () => void): () => void {
     clearTimeout(timeout);
     clearImmediate(immediate);
   };
+}
+
+/** Errors of a host where nothing takes a connection at all. */
+const NOBODY_THERE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/** How long a connection to a URL of several hosts may take before we knock on each. */
+const KNOCK_AFTER_MS = 1000;
+
+/**
+ * postgres.js never settles a connection to a URL whose every host is down
+ * (porsager/postgres#1174). For a URL of several hosts, once the real attempt has taken
+ * a second (a server knocked on logs an "incomplete startup packet", so not before), we
+ * knock on each host's port ourselves: `verdict` rejects with the first host's error as
+ * soon as every one has refused, so that such a URL fails at once, as one host does. It
+ * never resolves; `stop` ends the knocking.
+ */
+function everyHostRefuses(target: ConnectionTarget): { verdict: Promise<never>; stop: () => void } {
+  const hosts = target.options.host ?? [];
+  const ports = target.options.port ?? [];
+  const sockets: net.Socket[] = [];
+  let fail: (err: Error) => void = () => {};
+  const verdict = new Promise<never>((_, reject) => (fail = reject));
+  verdict.catch(() => {}); // seen by the race, or by nobody once the attempt has settled
+  const knock = (host: string, port: number) =>
+    new Promise<Error>((resolve) => {
+      const socket = net.connect({ host, port });
+      sockets.push(socket);
+      socket.unref();
+      socket.once('connect', () => socket.destroy());
+      socket.once('error', (err) => {
+        if (NOBODY_THERE.has(errorCode(err) ?? '')) resolve(err);
+      });
+    });
+  const timer =
+    hosts.length > 1
+      ? setTimeout(() => {
+          void Promise.all(hosts.map((host, i) => knock(host, ports[i] ?? 5432))).then((errors) => fail(errors[0]));
+        }, KNOCK_AFTER_MS).unref()
+      : undefined;
+  const stop = () => {
+    clearTimeout(timer);
+    sockets.forEach((socket) => socket.destroy());
+  };
+  return { verdict, stop };
 }
