@@ -65,22 +65,30 @@ describe.skipIf(!present && !required)('the HTML report in a headless browser (C
       const checks = await page.locator('#results tr td:last-child').allInnerTexts();
       expect(checks).toEqual(['—', 'ok', 'ok', 'ok', 'ok']);
 
-      // Throughput over time: one line per series, with real points, drawn on the page.
+      // Throughput over time: one line per series, with real points, drawn on the page. The
+      // time axis is shared, so a fast strategy (batched can be done in one 50 ms slice: one
+      // step, two points) draws a short line; the longest run spans the whole axis.
       const lines = page.locator('#throughput polyline.series');
       expect(await lines.evaluateAll((els) => els.map((el) => el.getAttribute('data-series')))).toEqual(SERIES);
+      const spans: { points: number; width: number }[] = [];
       for (const name of SERIES) {
         const line = page.locator(`#throughput polyline[data-series="${name}"]`);
         const points = (await line.getAttribute('points'))!.split(' ').map((p) => p.split(',').map(Number));
-        expect(points.length, name).toBeGreaterThanOrEqual(4);
+        expect(points.length, name).toBeGreaterThanOrEqual(2);
         for (const [x, y] of points) {
           expect(Number.isFinite(x) && Number.isFinite(y), name).toBe(true);
         }
-        // It rises above 0/s somewhere, and spans time.
+        // It rises above 0/s somewhere, and moves forward in time.
         expect(Math.min(...points.map((p) => p[1])), name).toBeLessThan(224);
-        expect(Math.max(...points.map((p) => p[0])) - Math.min(...points.map((p) => p[0])), name).toBeGreaterThan(50);
-        const box = await line.boundingBox();
-        expect(box && box.width > 50, name).toBe(true);
+        const xs = points.map((p) => p[0]);
+        expect(xs, name).toEqual([...xs].sort((a, b) => a - b));
+        const width = Math.max(...xs) - Math.min(...xs);
+        expect(width, name).toBeGreaterThan(0);
+        spans.push({ points: points.length, width });
       }
+      const longest = spans.reduce((a, b) => (b.width > a.width ? b : a));
+      expect(longest.width).toBeGreaterThan(600);
+      expect(longest.points).toBeGreaterThanOrEqual(4);
       expect(await page.locator('#throughput .legend li').allInnerTexts()).toEqual(SERIES);
 
       // A latency histogram per series, with bars that have height.
