@@ -21,8 +21,6 @@ import type { EmbeddedPlace } from '../db/embedded.js';
 
 type Env = NodeJS.ProcessEnv;
 
-
-
 export interface Config {
   /** --database-url or DATABASE_URL; undefined means the embedded server. */
   databaseUrl: string | undefined;
@@ -111,23 +109,24 @@ function prepareStatements(env: Env): boolean {
   throw new InvalidInputError(`STOCKCTL_PREPARE must be 1 or 0, got ${quote(raw)}.`);
 }
 
-/** The seed design's sweep interval, in whole minutes (1 minute to 366 days, as --every). */
+/** A setting in whole minutes, 1 minute to 366 days. */
+function wholeMinutes(raw: string, name: string): number {
+  const minutes = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+  checkDuration(minutes * 60, name, raw, ` (1 to ${MAX_DURATION_S / 60} minutes)`);
+  return minutes;
+}
+
+/** The seed design's sweep interval, in whole minutes, as seconds. */
 function cleanupInterval(env: Env): number {
   const raw = set(env, 'CLEANUP_INTERVAL_MINUTES');
-  if (raw === undefined) return DEFAULT_CLEANUP_INTERVAL_MINUTES * 60;
-  const minutes = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
-  return checkDuration(minutes * 60, 'CLEANUP_INTERVAL_MINUTES', raw, ` (1 to ${MAX_DURATION_S / 60} minutes)`);
+  return (raw === undefined ? DEFAULT_CLEANUP_INTERVAL_MINUTES : wholeMinutes(raw, 'CLEANUP_INTERVAL_MINUTES')) * 60;
 }
 
 /** The seed design's settings; the same rules as --ttl, --max-retries and --retry-backoff. */
 function settingsOf(env: Env): Settings {
   const settings = { ...DEFAULT_SETTINGS };
   const minutes = set(env, 'PAYMENT_TIMEOUT_MINUTES');
-  if (minutes !== undefined) {
-    const value = /^\d+$/.test(minutes.trim()) ? Number(minutes) : NaN;
-    checkDuration(value * 60, 'PAYMENT_TIMEOUT_MINUTES', minutes, ` (1 to ${MAX_DURATION_S / 60} minutes)`);
-    settings.paymentTimeoutMinutes = value;
-  }
+  if (minutes !== undefined) settings.paymentTimeoutMinutes = wholeMinutes(minutes, 'PAYMENT_TIMEOUT_MINUTES');
   const attempts = set(env, 'MAX_STOCK_RETRY_ATTEMPTS');
   if (attempts !== undefined) settings.maxStockRetryAttempts = parseRetrySetting(attempts, 'MAX_STOCK_RETRY_ATTEMPTS', '--max-retries');
   const backoff = set(env, 'STOCK_RETRY_BACKOFF_MS');
@@ -177,11 +176,10 @@ function paymentWindowsOf(env: Env, settings: Settings): PaymentWindowPolicy {
 
 /** `check`'s thresholds (CHECK_*), defaults from the seed design. */
 function thresholdsOf(env: Env): AlertThresholds {
-  const read = (name: string, fallback: number, rule: { min: number; max?: number; whole?: boolean; says: string }) => {
-    const raw = set(env, name);
+  const read = (name: string, fallback: number, rule: { min: number; max?: number; whole?: boolean; says: string }, raw = set(env, name)) => {
     if (raw === undefined) return fallback;
     const value = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(value) || value < rule.min || (rule.max !== undefined && value > rule.max) || (rule.whole && !Number.isInteger(value))) {
+    if (!Number.isFinite(value) || value < rule.min || (rule.max !== undefined && value > rule.max) || (rule.whole && !Number.isInteger(value))) {
       throw new InvalidInputError(`${name} must be ${rule.says}, got ${quote(raw)}.`);
     }
     return value;
@@ -198,7 +196,7 @@ function thresholdsOf(env: Env): AlertThresholds {
     lowStock:
       lowStock?.trim().toLowerCase() === 'off'
         ? null
-        : read('CHECK_LOW_STOCK', DEFAULT_THRESHOLDS.lowStock ?? 0, { min: 0, whole: true, says: 'a whole number of 0 or more, or off' }),
+        : read('CHECK_LOW_STOCK', DEFAULT_THRESHOLDS.lowStock ?? 0, { min: 0, whole: true, says: 'a whole number of 0 or more, or off' }, lowStock),
   };
 }
 

@@ -8,6 +8,8 @@ import { exitWhenFlushed, guardStdio } from './exit.js';
 import type { CommandContext, GlobalFlags } from './run.js';
 import { STOCKCTL_VERSION } from '../version.js';
 import { ENVIRONMENT } from './environment.js';
+import { DEFAULT_SETTINGS } from '../engine/settings.js';
+import { STRATEGIES, TOKEN_ROLES } from '../engine/names.js';
 
 const ENVIRONMENT_HELP = `
 Environment:
@@ -38,9 +40,9 @@ function lazy<Args extends unknown[]>(load: () => Promise<Body<Args>>) {
 
 /** The optimistic strategy's settings as flags, for reserve and loadtest. */
 const MAX_RETRIES = () =>
-  new Option('--max-retries <n>', 'optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, 3)');
+  new Option('--max-retries <n>', `optimistic strategy: attempts before giving up (default MAX_STOCK_RETRY_ATTEMPTS, ${DEFAULT_SETTINGS.maxStockRetryAttempts})`);
 const RETRY_BACKOFF = () =>
-  new Option('--retry-backoff <ms>', 'optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, 100)');
+  new Option('--retry-backoff <ms>', `optimistic strategy: backoff per attempt (default STOCK_RETRY_BACKOFF_MS, ${DEFAULT_SETTINGS.stockRetryBackoffMs})`);
 
 /** Example command lines; a crontab line (it starts with its schedule) gets no prompt. */
 function examples(...lines: string[]): string {
@@ -153,7 +155,7 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--ttl <duration>', 'payment window, e.g. 90s, 15m, 2h (default: from the payment method and priority)')
     .option('--payment-method <name>', "how the customer pays: the window is PAYMENT_TIMEOUTS' entry for it (else its default=, else PAYMENT_TIMEOUT_MINUTES)")
     .option('--priority <tier>', "customer tier: adds its PRIORITY_WINDOWS extra time to the window")
-    .addOption(new Option('--strategy <name>', 'how stock is claimed (batched: alone here, it works as guarded)').choices(['guarded', 'optimistic', 'locking', 'batched']).default('guarded'))
+    .addOption(new Option('--strategy <name>', 'how stock is claimed (batched: alone here, it works as guarded)').choices([...STRATEGIES]).default('guarded'))
     .addOption(MAX_RETRIES())
     .addOption(RETRY_BACKOFF())
     .addHelpText(
@@ -261,7 +263,7 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--quantity <q>', 'units each buyer wants', '1')
     .option('--concurrency <c>', 'parallel connections', '20')
     .option('--skus <s>', 'number of SKUs buyers spread over', '1')
-    .addOption(new Option('--strategy <name>', 'strategy to test').choices(['guarded', 'optimistic', 'locking', 'batched', 'all']).default('all'))
+    .addOption(new Option('--strategy <name>', 'strategy to test').choices([...STRATEGIES, 'all']).default('all'))
     .addOption(MAX_RETRIES())
     .addOption(RETRY_BACKOFF())
     .option('--mix', 'winners also pay, cancel or let their 1s window lapse while a sweep runs')
@@ -289,7 +291,7 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <port>', 'TCP port (0: any free port, printed on stdout)', '8080')
     .option('--sweep-every <duration>', 'also run the sweep at this interval, e.g. 1m (default: off; cron is the usual way)')
-    .addOption(new Option('--strategy <name>', 'how POST /orders claims stock').choices(['guarded', 'optimistic', 'locking', 'batched']).default('batched'))
+    .addOption(new Option('--strategy <name>', 'how POST /orders claims stock').choices([...STRATEGIES]).default('batched'))
     .option('--pool <n>', 'database connections for requests', '10')
     .option('--grace <duration>', 'on SIGTERM / SIGINT, how long in-flight requests may finish', '10s')
     .addHelpText(
@@ -302,7 +304,7 @@ export function buildProgram(): CommandUnknownOpts {
   token
     .command('create <name>')
     .description('create a token; prints it once (the name is the actor recorded with its changes)')
-    .addOption(new Option('--role <role>', 'what it may do (read < shop < support < admin)').choices(['read', 'shop', 'support', 'admin']).makeOptionMandatory())
+    .addOption(new Option('--role <role>', 'what it may do (read < shop < support < admin)').choices(TOKEN_ROLES).makeOptionMandatory())
     .addHelpText('after', examples('stockctl token create checkout --role shop', 'stockctl token create alice --role support --json'))
     .action(lazy(() => import('./commands/token.js').then((m) => m.create)));
   token.command('list').description('every token: name, role, created, last used, revoked').action(lazy(() => import('./commands/token.js').then((m) => m.list)));
@@ -320,7 +322,7 @@ export function buildProgram(): CommandUnknownOpts {
   db.command('destroy')
     .description('stop it and delete its data (as root, also its cluster under /var/lib/stockctl/)')
     .option('--yes', 'really delete; without it, say what would be deleted and exit 2')
-    .action(lazy(() => import('./commands/db.js').then((m) => m.destroy)));
+    .action(lazy(() => embedded().then((m) => m.destroy)));
   program
     .command('completion')
     .description('print a completion script for bash, zsh or fish')

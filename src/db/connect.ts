@@ -50,7 +50,10 @@ export class DeadlineError extends DatabaseUnavailableError {
 }
 
 export function createClient(url: string, opts: ClientOptions = {}): postgres.Sql {
-  const target = parseDatabaseUrl(url);
+  return clientFor(parseDatabaseUrl(url), opts);
+}
+
+function clientFor(target: ConnectionTarget, opts: ClientOptions): postgres.Sql {
   const statementS = opts.statementTimeoutS ?? DEFAULT_STATEMENT_TIMEOUT_S;
   const connection: Record<string, string> = { application_name: opts.application ?? 'stockctl' };
   if (opts.sessionSettings !== false) {
@@ -90,20 +93,7 @@ const isQuery = (value: unknown): value is Pending =>
  * `cancel`), `begin` runs a callback with a transaction's own `sql`.
  */
 function withClientDeadline(sql: postgres.Sql, seconds: number): postgres.Sql {
-  /** A deadline that can be disarmed and armed again, for the phases of a transaction. */
-  const timer = () => {
-    let stop = () => {};
-    let fail: (err: Error) => void = () => {};
-    const expired = new Promise<never>((_, reject) => (fail = reject));
-    const disarm = () => stop();
-    const arm = () => {
-      disarm();
-      stop = patientDeadline(seconds, () => fail(new DeadlineError('a statement', seconds)));
-    };
-    return { expired, arm, disarm };
-  };
-  const race = <T>(work: PromiseLike<T>, deadline: ReturnType<typeof timer>): Promise<T> =>
-    Promise.race([Promise.resolve(work), deadline.expired]).finally(deadline.disarm);
+  const timer = () => deadlineFor('a statement', seconds);
 
   const wrapQuery = (query: Pending): Pending => {
     const proxy: Pending = new Proxy(query, {
@@ -114,7 +104,7 @@ function withClientDeadline(sql: postgres.Sql, seconds: number): postgres.Sql {
             // server is there at all (and postgres.js leaves a failed cancel unhandled).
             const deadline = timer();
             deadline.arm();
-            return race(target, deadline).then(onFulfilled, onRejected);
+            return raceDeadline(target, deadline).then(onFulfilled, onRejected);
           };
         }
         if (prop === 'values') return () => (target.values?.(), proxy);
@@ -156,7 +146,7 @@ function withClientDeadline(sql: postgres.Sql, seconds: number): postgres.Sql {
                 }
               },
             ]);
-            return race(work, deadline);
+            return raceDeadline(work, deadline);
           };
         }
         return typeof value === 'function' ? value.bind(target) : value;
@@ -178,9 +168,10 @@ export async function openClient<T>(
   opts: ClientOptions,
   first: (sql: postgres.Sql) => Promise<T>,
 ): Promise<{ sql: postgres.Sql; first: T; pooled: boolean }> {
+  const target = parseDatabaseUrl(url);
   const attempt = async (options: ClientOptions) => {
-    const sql = createClient(url, options);
-    const refused = everyHostRefuses(parseDatabaseUrl(url));
+    const sql = clientFor(target, options);
+    const refused = everyHostRefuses(target);
     try {
       return { sql, first: await Promise.race([whenConnected(() => first(sql)), refused.verdict]) };
     } catch (err) {
@@ -234,12 +225,29 @@ export async function whenConnected<T>(first: () => Promise<T>): Promise<T> {
 }
 
 function connectDeadline<T>(work: Promise<T>): Promise<T> {
-  const seconds = CONNECT_TIMEOUT_S;
+  const deadline = deadlineFor('a connection attempt', CONNECT_TIMEOUT_S);
+  deadline.arm();
+  return raceDeadline(work, deadline);
+}
+
+type Deadline = { expired: Promise<never>; arm: () => void; disarm: () => void };
+
+/** A deadline for `what` that can be disarmed and armed again, for the phases of a transaction. */
+function deadlineFor(what: string, seconds: number): Deadline {
   let stop = () => {};
-  const deadline = new Promise<never>((_, reject) => {
-    stop = patientDeadline(seconds, () => reject(new DeadlineError('a connection attempt', seconds)));
-  });
-  return Promise.race([work, deadline]).finally(() => stop());
+  let fail: (err: Error) => void = () => {};
+  const expired = new Promise<never>((_, reject) => (fail = reject));
+  const disarm = () => stop();
+  const arm = () => {
+    disarm();
+    stop = patientDeadline(seconds, () => fail(new DeadlineError(what, seconds)));
+  };
+  return { expired, arm, disarm };
+}
+
+/** `work`, or the deadline's DeadlineError if it expires first; the deadline is disarmed either way. */
+function raceDeadline<T>(work: PromiseLike<T>, deadline: Deadline): Promise<T> {
+  return Promise.race([Promise.resolve(work), deadline.expired]).finally(deadline.disarm);
 }
 
 /** How often a deadline looks at the clock. */

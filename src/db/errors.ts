@@ -107,6 +107,19 @@ export function isWaitForSlot(err: unknown): boolean {
 }
 
 /**
+ * Did the server refuse the statement itself (bad data, a constraint): a SQLSTATE outside
+ * the classes of its connection or its time (08 connection, 53 resources, 55 object
+ * state, 57 operator intervention, 58 system error)? Then the statement is known to have
+ * written nothing. Any other error (a lost connection, a timeout, one without a SQLSTATE)
+ * leaves unknown whether it committed. The batched reserve (src/engine/batched.ts) tries
+ * its buyers again one by one only after such a refusal.
+ */
+export function refusedByServer(err: unknown): boolean {
+  const state = sqlState(err);
+  return state !== undefined && !/^(08|53|55|57|58)/.test(state);
+}
+
+/**
  * Turn an error from the database layer into a domain error where we know what it
  * means; anything else is returned as is (and will be reported as a bug).
  */

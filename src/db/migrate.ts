@@ -21,9 +21,12 @@ interface JournalEntry {
   when: number;
 }
 
-export function readJournal(): JournalEntry[] {
-  const journal = JSON.parse(readFileSync(`${MIGRATIONS_FOLDER}/meta/_journal.json`, 'utf8'));
-  return journal.entries as JournalEntry[];
+let knownMigrations: readonly JournalEntry[] | undefined;
+
+/** The migrations this build knows, read once: they cannot change while it runs (`/readyz` asks on every probe). */
+export function readJournal(): readonly JournalEntry[] {
+  knownMigrations ??= JSON.parse(readFileSync(`${MIGRATIONS_FOLDER}/meta/_journal.json`, 'utf8')).entries as JournalEntry[];
+  return knownMigrations;
 }
 
 export interface MigrationPlan {

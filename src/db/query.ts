@@ -18,7 +18,11 @@ export type Tx = Db | postgres.Sql | Transaction;
 const dialect = new PgDialect();
 
 /** postgres.js clients are functions (tagged templates); drizzle's database is an object. */
-const clientOf = (on: Tx): postgres.Sql | Transaction => (typeof on === 'function' ? on : on.$client);
+function clientOf(on: Db | postgres.Sql): postgres.Sql;
+function clientOf(on: Tx): postgres.Sql | Transaction;
+function clientOf(on: Tx): postgres.Sql | Transaction {
+  return typeof on === 'function' ? on : on.$client;
+}
 
 /**
  * Run a statement and return its rows. Asked to prepare, postgres.js parses and plans
@@ -27,14 +31,18 @@ const clientOf = (on: Tx): postgres.Sql | Transaction => (typeof on === 'functio
  * mode, see openDatabase) has the last word.
  */
 export async function rows<T>(on: Tx, query: SQL): Promise<T[]> {
-  const { sql: text, params } = dialect.sqlToQuery(query);
-  return clientOf(on).unsafe<T[]>(text, params as postgres.ParameterOrJSON<never>[], { prepare: true });
+  return run<T[]>(on, query);
 }
 
 /** Run a statement for its effect; returns how many rows it touched. */
 export async function execute(on: Tx, query: SQL): Promise<number> {
+  return (await run(on, query)).count;
+}
+
+/** The statement as text and parameters, run prepared on the client under `on` (see `rows`). */
+function run<T extends any[] = postgres.Row[]>(on: Tx, query: SQL): postgres.PendingQuery<T> {
   const { sql: text, params } = dialect.sqlToQuery(query);
-  return (await clientOf(on).unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })).count;
+  return clientOf(on).unsafe<T>(text, params as postgres.ParameterOrJSON<never>[], { prepare: true });
 }
 
 /**
@@ -42,8 +50,7 @@ export async function execute(on: Tx, query: SQL): Promise<number> {
  * statements go through `rows` and `execute` on the transaction it is given.
  */
 export function transaction<T>(db: Db | postgres.Sql, work: (tx: Transaction) => Promise<T>): Promise<T> {
-  const client = typeof db === 'function' ? db : db.$client;
-  return client.begin(work) as Promise<T>;
+  return clientOf(db).begin(work) as Promise<T>;
 }
 
 /**
@@ -58,3 +65,6 @@ export function array(values: readonly (string | number)[]): SQL {
 export function likePrefix(prefix: string): string {
   return `${prefix.replace(/[\\%_]/g, '\\$&')}%`;
 }
+
+/** A timestamp column as ISO 8601 text in UTC, to the millisecond: `2024-05-01T12:00:00.000Z`. */
+export const iso = (column: string) => sql.raw(`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);

@@ -18,6 +18,7 @@ import {
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
+import { TOKEN_ROLES } from '../engine/names.js';
 
 const timestamps = {
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
@@ -270,7 +271,7 @@ export const orderStatusHistory = pgTable(
   (t) => [index('order_status_history_order_idx').on(t.orderId, t.historyId)],
 );
 
-export const TOKEN_ROLES = ['read', 'shop', 'support', 'admin'] as const;
+export { TOKEN_ROLES };
 
 /**
  * API tokens for `stockctl serve`. Only the SHA-256 of a token is stored: the token

@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { batchConnection, type Db } from '../db/client.js';
-import { isWaitForSlot, sqlState } from '../db/errors.js';
+import { isWaitForSlot, refusedByServer } from '../db/errors.js';
 import { array, rows, type Tx } from '../db/query.js';
 import { InsufficientStockError } from '../errors.js';
 import { holdsExpiredReservations, reserveAlone, type ReserveInput, type ReserveResult } from './reserve.js';
@@ -142,12 +142,6 @@ class Batcher {
       }),
     );
   }
-}
-
-/** A SQLSTATE error for the statement itself (bad data, a constraint), not for its connection or its time. */
-function refusedByServer(err: unknown): boolean {
-  const state = sqlState(err);
-  return state !== undefined && !/^(08|53|55|57|58)/.test(state);
 }
 
 /** Which of these refs already name an order. */

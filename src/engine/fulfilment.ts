@@ -7,10 +7,10 @@ import type { Db } from '../db/client.js';
 import { FULFILMENT_STATUSES } from '../db/schema.js';
 import { InvalidInputError, RefusedError } from '../errors.js';
 import { quote } from './input.js';
-import { findOrder } from './orders.js';
+import { findOrder } from './order-rows.js';
 import { showOrder, type OrderDetail } from './queries.js';
 import { withConflictRetry } from './retry.js';
-import { rows, transaction } from '../db/query.js';
+import { iso, rows, transaction } from '../db/query.js';
 
 export type FulfilmentStatus = (typeof FULFILMENT_STATUSES)[number];
 
@@ -41,8 +41,6 @@ export interface StatusHistoryEntry {
   actor: string;
   at: string;
 }
-
-const iso = (column: string) => sql.raw(`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
 
 /**
  * Move an order one fulfilment step on. Setting the status it already has is a replay

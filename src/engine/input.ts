@@ -197,6 +197,11 @@ export function isUuid(value: string): boolean {
   return UUID_PATTERN.test(value);
 }
 
+/** 32 hex digits as a UUID, dashes in their places (no check: see isUuid). */
+export function hexToUuid(hex: string): string {
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /**
  * The start of an order id as support staff copy it (`3f2a1b2c`, `3f2a1b2c-9e`): at least
  * 8 hex digits, dashes where a UUID has them. Returns the lowest and highest id it can
@@ -206,8 +211,7 @@ export function uuidPrefixRange(value: string): { low: string; high: string } | 
   const key = value.toLowerCase();
   if (!/^[0-9a-f]{8}[0-9a-f-]{0,28}$/.test(key)) return undefined;
   const hex = key.replace(/-/g, '');
-  const asUuid = (h: string) => `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  const low = asUuid(hex.padEnd(32, '0'));
+  const low = hexToUuid(hex.padEnd(32, '0'));
   if (hex.length > 32 || !low.startsWith(key)) return undefined;
-  return { low, high: asUuid(hex.padEnd(32, 'f')) };
+  return { low, high: hexToUuid(hex.padEnd(32, 'f')) };
 }

@@ -4,7 +4,6 @@
  * every one of them takes the order lock first, so when pay, cancel and sweep race for
  * one order exactly one wins and the others see its result.
  */
-export { findOrder, type OrderRow } from './order-rows.js';
 export {
   reserveOrder,
   StockConflictError,

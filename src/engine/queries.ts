@@ -4,8 +4,8 @@ import type { Db } from '../db/client.js';
 import { ORDER_STATUSES } from '../db/schema.js';
 import { InvalidInputError } from '../errors.js';
 import { findOrder } from './order-rows.js';
-import { isUuid, quote } from './input.js';
-import { rows } from '../db/query.js';
+import { hexToUuid, isUuid, quote } from './input.js';
+import { iso, rows } from '../db/query.js';
 
 export interface OrderSummary {
   order_id: string;
@@ -19,8 +19,6 @@ export interface OrderSummary {
   payment_expires_at: string | null;
   seconds_left: number | null;
 }
-
-const iso = (column: string) => sql.raw(`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
 
 /** The OrderSummary columns, shared by the list and the full view of one order. */
 const summaryColumns = () => sql`order_id, ref, customer_id, status, payment_status, total::float8 AS total, item_count,
@@ -70,7 +68,7 @@ const encodeCursor = (orderId: string) => Buffer.from(orderId.replace(/-/g, ''),
 
 function decodeCursor(cursor: string): string {
   const hex = Buffer.from(cursor, 'base64url').toString('hex');
-  const id = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  const id = hexToUuid(hex);
   if (!isUuid(id)) throw new InvalidInputError('Invalid cursor: pass the next_cursor of the previous page unchanged.', 'invalid_cursor');
   return id;
 }

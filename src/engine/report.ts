@@ -1,7 +1,7 @@
 /** Operational figures (`report`) and the alert rules built on them (`check`). */
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import { array, likePrefix, rows } from '../db/query.js';
+import { array, iso, likePrefix, rows } from '../db/query.js';
 import type { AlertThresholds } from './settings.js';
 import { NO_METHOD } from './windows.js';
 
@@ -65,41 +65,56 @@ const figuresOf = (o: Outcomes, expiredReservations: number): PaymentMethodFigur
   expired_reservations: expiredReservations,
 });
 
-async function figuresByPaymentMethod(db: Db, since: SQL): Promise<Record<string, PaymentMethodFigures>> {
-  const method = sql`coalesce(payment_method, ${NO_METHOD})`;
-  const outcomes = await rows<Outcomes & { method: string }>(
+/** The window's order outcomes and reservation expiries: in total, and per payment method. */
+interface WindowFigures {
+  total: Outcomes & { conflicted: number; to_pay: number | null };
+  expiredReservations: number;
+  byPaymentMethod: Record<string, PaymentMethodFigures>;
+}
+
+/**
+ * One statement per table, each grouped both ways (GROUPING SETS): per payment method
+ * (orders without one under NO_METHOD), and the grand total (`total`), which PostgreSQL
+ * returns even for a window without a single row.
+ */
+async function windowFigures(db: Db, since: SQL): Promise<WindowFigures> {
+  const outcomes = await rows<Outcomes & { method: string; total: boolean; conflicted: number; to_pay: number | null }>(
     db,
-    sql`SELECT ${method} AS method, ${OUTCOMES} FROM orders WHERE created_at >= ${since} GROUP BY 1`,
+    sql`SELECT method, GROUPING(method) = 1 AS total, ${OUTCOMES},
+               count(*) FILTER (WHERE reserve_attempts > 1)::int AS conflicted,
+               avg(extract(epoch FROM paid_at - created_at)) FILTER (WHERE paid_at IS NOT NULL)::float8 AS to_pay
+          FROM (SELECT *, coalesce(payment_method, ${NO_METHOD}) AS method FROM orders WHERE created_at >= ${since}) o
+         GROUP BY GROUPING SETS ((method), ())`,
   );
-  const expiries = await rows<{ method: string; expired: number }>(
+  // Every reservation has its order (order_id is a NOT NULL foreign key), so the join drops none from the total.
+  const expiries = await rows<{ method: string; total: boolean; expired: number }>(
     db,
-    sql`SELECT ${method} AS method, count(*)::int AS expired
-          FROM stock_reservations r JOIN orders o USING (order_id)
-         WHERE r.status = 'expired' AND r.released_at >= ${since} GROUP BY 1`,
+    sql`SELECT method, GROUPING(method) = 1 AS total, count(*)::int AS expired
+          FROM (SELECT coalesce(payment_method, ${NO_METHOD}) AS method
+                  FROM stock_reservations r JOIN orders o USING (order_id)
+                 WHERE r.status = 'expired' AND r.released_at >= ${since}) e
+         GROUP BY GROUPING SETS ((method), ())`,
   );
-  const methods = [...new Set([...outcomes, ...expiries].map((m) => m.method))];
+  const total = outcomes.find((x) => x.total)!;
+  const expiredReservations = expiries.find((x) => x.total)!.expired;
+  const perMethod = outcomes.filter((x) => !x.total);
+  const expiriesPerMethod = expiries.filter((x) => !x.total);
+  const methods = [...new Set([...perMethod, ...expiriesPerMethod].map((m) => m.method))];
   // Methods by name, orders without one last.
   methods.sort((a, b) => Number(a === NO_METHOD) - Number(b === NO_METHOD) || (a < b ? -1 : a > b ? 1 : 0));
   const none: Outcomes = { created: 0, paid: 0, expired: 0, cancelled: 0, pending: 0 };
-  return Object.fromEntries(
-    methods.map((m) => [m, figuresOf(outcomes.find((x) => x.method === m) ?? none, expiries.find((x) => x.method === m)?.expired ?? 0)]),
+  const byPaymentMethod = Object.fromEntries(
+    methods.map((m) => [
+      m,
+      figuresOf(perMethod.find((x) => x.method === m) ?? none, expiriesPerMethod.find((x) => x.method === m)?.expired ?? 0),
+    ]),
   );
+  return { total, expiredReservations, byPaymentMethod };
 }
 
 export async function buildReport(db: Db, windowSeconds: number): Promise<Report> {
   const since = sql`now() - make_interval(secs => ${windowSeconds})`;
-  const [o] = await rows<Outcomes & { conflicted: number; to_pay: number | null }>(
-    db,
-    sql`SELECT ${OUTCOMES},
-               count(*) FILTER (WHERE reserve_attempts > 1)::int AS conflicted,
-               avg(extract(epoch FROM paid_at - created_at)) FILTER (WHERE paid_at IS NOT NULL)::float8 AS to_pay
-          FROM orders WHERE created_at >= ${since}`,
-  );
-  const [r] = await rows<{ expired: number }>(
-    db,
-    sql`SELECT count(*)::int AS expired FROM stock_reservations WHERE status = 'expired' AND released_at >= ${since}`,
-  );
-  const byPaymentMethod = await figuresByPaymentMethod(db, since);
+  const { total: o, expiredReservations, byPaymentMethod } = await windowFigures(db, since);
   const [s] = await rows<Report['sweeps']>(
     db,
     sql`SELECT count(*)::int AS runs,
@@ -110,7 +125,7 @@ export async function buildReport(db: Db, windowSeconds: number): Promise<Report
   );
   const recent = await rows<{ error: string | null; startedAt: string; age: number }>(
     db,
-    sql`SELECT error, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "startedAt",
+    sql`SELECT error, ${iso('started_at')} AS "startedAt",
                extract(epoch FROM now() - started_at)::float8 AS age
           FROM sweep_runs WHERE NOT dry_run ORDER BY started_at DESC LIMIT 20`,
   );
@@ -122,7 +137,7 @@ export async function buildReport(db: Db, windowSeconds: number): Promise<Report
   const created = Number(o.created);
   return {
     window_seconds: windowSeconds,
-    ...figuresOf(o, r.expired),
+    ...figuresOf(o, expiredReservations),
     conflict_rate: created > 0 ? round(Number(o.conflicted) / created) : null,
     avg_seconds_to_payment: o.to_pay === null ? null : Math.round(Number(o.to_pay) * 10) / 10,
     by_payment_method: byPaymentMethod,
@@ -136,7 +151,45 @@ export async function buildReport(db: Db, windowSeconds: number): Promise<Report
   };
 }
 
-export type { AlertThresholds } from './settings.js';
+/** A Prometheus label value: backslash, double quote and newline escaped. */
+const labelValue = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+/** The report in the Prometheus text format (`report --format prometheus`, GET /metrics). */
+export function prometheus(r: Report): string {
+  const lines: string[] = [];
+  const metric = (name: string, help: string, value: number | null) => {
+    if (value === null) return;
+    lines.push(`# HELP stockctl_${name} ${help}`, `# TYPE stockctl_${name} gauge`, `stockctl_${name} ${value}`);
+  };
+  metric('window_seconds', 'Length of the reporting window.', r.window_seconds);
+  metric('orders_created', 'Orders created in the window.', r.orders_created);
+  metric('orders_paid', 'Orders created in the window and paid.', r.orders_paid);
+  metric('orders_expired', 'Orders created in the window and expired unpaid.', r.orders_expired);
+  metric('orders_cancelled_by_hand', 'Orders created in the window and cancelled by hand.', r.orders_cancelled_by_hand);
+  metric('orders_pending', 'Orders created in the window still pending.', r.orders_pending);
+  metric('conversion_rate', 'Paid orders out of settled orders in the window.', r.conversion_rate);
+  metric('expired_reservations', 'Reservations expired in the window.', r.expired_reservations);
+  metric('conflict_rate', 'Orders in the window whose reserve needed a retry.', r.conflict_rate);
+  metric('avg_seconds_to_payment', 'Average seconds from order to payment.', r.avg_seconds_to_payment);
+  // The split by payment method: one labelled series per method ("none": orders without one).
+  const byMethod = Object.entries(r.by_payment_method);
+  const labelled = (name: string, help: string, value: (f: PaymentMethodFigures) => number | null) => {
+    const series = byMethod.filter(([, f]) => value(f) !== null);
+    if (series.length === 0) return;
+    lines.push(`# HELP stockctl_${name} ${help}`, `# TYPE stockctl_${name} gauge`);
+    for (const [method, f] of series) lines.push(`stockctl_${name}{payment_method="${labelValue(method)}"} ${value(f)}`);
+  };
+  labelled('payment_method_orders_created', 'Orders created in the window, by payment method.', (f) => f.orders_created);
+  labelled('payment_method_orders_paid', 'Orders created in the window and paid, by payment method.', (f) => f.orders_paid);
+  labelled('payment_method_orders_expired', 'Orders created in the window and expired unpaid, by payment method.', (f) => f.orders_expired);
+  labelled('payment_method_conversion_rate', 'Paid orders out of settled orders in the window, by payment method.', (f) => f.conversion_rate);
+  labelled('payment_method_expired_reservations', 'Reservations expired in the window, by payment method.', (f) => f.expired_reservations);
+  metric('sweep_runs', 'Sweep runs in the window.', r.sweeps.runs);
+  metric('sweep_failed_runs', 'Failed sweep runs in the window.', r.sweeps.failed_runs);
+  metric('sweep_consecutive_failures', 'Failed sweep runs in a row, newest first.', r.sweeps.consecutive_failures);
+  metric('sweep_seconds_since_last_run', 'Seconds since the last sweep started.', r.sweeps.seconds_since_last_run);
+  return lines.join('\n');
+}
 
 export interface Alert {
   rule: string;

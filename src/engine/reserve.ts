@@ -16,8 +16,8 @@ import type { Settings } from './settings.js';
 import { reserveBatched } from './batched.js';
 import { applyStockChangesThen, explainUnknownSkus, lockStockRows, readStockRows, shortagesOf, type StockChange, type StockRow } from './stock.js';
 
-export type Strategy = 'guarded' | 'optimistic' | 'locking' | 'batched';
-export const STRATEGIES: Strategy[] = ['guarded', 'optimistic', 'locking', 'batched'];
+import type { Strategy } from './names.js';
+export { STRATEGIES, type Strategy } from './names.js';
 
 export interface ReserveInput {
   lines: OrderLine[];
@@ -216,7 +216,8 @@ async function attemptReserve(db: Db, plan: AttemptPlan): Promise<Attempt> {
       if (shortages.length > 0) return { short: shortages };
       if (strategy === 'optimistic') versions = new Map(stock.map((r) => [r.sku, r.version]));
     }
-    const [created] = await insertReservedOrder(tx, plan, versions);
+    // `locking` holds every row's lock in this transaction already (checkStock above).
+    const [created] = await insertReservedOrder(tx, plan, { versions, locked: strategy === 'locking' });
     return created ? { created } : { stockFreed: true };
   };
   const attempt = lines.length > 1 || strategy === 'locking' ? await transaction(db, run) : await run(db);
@@ -241,7 +242,8 @@ async function checkStock(tx: Tx, lines: OrderLine[], opts: { lock: boolean }): 
  * if the stock change went through, so a single-line order needs no transaction at all
  * and the hot stock row is locked for the duration of one statement.
  */
-function insertReservedOrder(tx: Tx, plan: AttemptPlan, versions?: Map<string, number>) {
+function insertReservedOrder(tx: Tx, plan: AttemptPlan, opts: { versions?: Map<string, number>; locked?: boolean }) {
+  const { versions, locked } = opts;
   const { orderId, lines, input } = plan;
   const changes: StockChange[] = lines.map((l, i) => ({
     sku: l.sku,
@@ -255,7 +257,7 @@ function insertReservedOrder(tx: Tx, plan: AttemptPlan, versions?: Map<string, n
   const payload = JSON.stringify(
     lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, order_item_id: plan.itemIds[i], reservation_id: plan.reservationIds[i] })),
   );
-  return applyStockChangesThen<{ paymentExpiresAt: string; total: number }>(tx, changes, input.actor, { guard: true }, {
+  return applyStockChangesThen<{ paymentExpiresAt: string; total: number }>(tx, changes, input.actor, { guard: true, locked }, {
     with: sql`, li AS (
           SELECT x.*, d.product_id, d.variant_id, d.name, d.price
             FROM jsonb_to_recordset(${payload}::jsonb)

@@ -8,6 +8,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { array, rows, type Tx } from '../db/query.js';
 import { NotFoundError, RefusedError, type Shortage } from '../errors.js';
 import type { OrderLine } from './input.js';
+import { STOCK_CHANNEL } from './stock-events.js';
 
 export type MovementKind =
   | 'initial'
@@ -182,17 +183,20 @@ export async function applyStockChanges(
  * The same stock change with more statement after it, so that reserve locks the hot row
  * for the duration of one statement. `after.with` continues the WITH list (it starts
  * with a comma) and may read `done`, the rows actually changed.
+ *
+ * `locked`: the caller has already locked every one of these rows with lockStockRows in
+ * this same transaction (reserve's `locking` strategy), so they are not locked again.
  */
 export async function applyStockChangesThen<T>(
   tx: Tx,
   changes: StockChange[],
   actor: string,
-  opts: { guard?: boolean },
+  opts: { guard?: boolean; locked?: boolean },
   after: AfterStockChange,
 ): Promise<T[]> {
   if (changes.length === 0) return [];
   const skus = [...new Set(changes.map((c) => c.sku))];
-  if (skus.length > 1) await lockStockRows(tx, skus);
+  if (skus.length > 1 && !opts.locked) await lockStockRows(tx, skus);
   return rows<T>(tx, sql`WITH ${stockChangeCtes(changes, actor, { guard: opts.guard, whole: opts.guard && skus.length > 1 })}
                          ${after.with}
                          ${after.select}`);
@@ -279,9 +283,9 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
         ), uv AS (
           ${update('product_variants', 'v', 'v.variant_id')}
         ), done AS (
-          -- Each changed row is announced, as a stock --json item, to LISTEN stockctl_stock;
+          -- Each changed row is announced, as a stock --json item, to LISTEN on STOCK_CHANNEL;
           -- PostgreSQL delivers it only if and when this transaction commits.
-          SELECT c.*, pg_notify('stockctl_stock', json_build_object(
+          SELECT c.*, pg_notify(${STOCK_CHANNEL}::text, json_build_object(
                    'sku', c.sku, 'name', c.name, 'stock_quantity', c.stock_quantity,
                    'reserved_stock', c.reserved_stock, 'available', c.stock_quantity - c.reserved_stock,
                    'version', c.version, 'in_stock', c.in_stock)::text) AS notified

@@ -10,7 +10,7 @@ import { TOKEN_ROLES } from '../db/schema.js';
 import { InvalidInputError, NotFoundError, RefusedError } from '../errors.js';
 import { sqlState } from '../db/errors.js';
 import { quote } from './input.js';
-import { execute, rows } from '../db/query.js';
+import { execute, iso, rows } from '../db/query.js';
 
 export type Role = (typeof TOKEN_ROLES)[number];
 export const ROLES: readonly Role[] = TOKEN_ROLES;
@@ -89,8 +89,6 @@ export interface TokenInfo {
   last_used_at: string | null;
   revoked_at: string | null;
 }
-
-const iso = (column: string) => sql.raw(`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
 
 export async function listTokens(db: Db): Promise<TokenInfo[]> {
   return rows<TokenInfo>(

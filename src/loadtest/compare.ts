@@ -5,12 +5,19 @@
  */
 import type { LoadtestReport } from './run.js';
 
+/** One figure in both runs, and its relative change (null when either is missing or before is 0). */
+export interface Change {
+  before: number | null;
+  after: number | null;
+  change: number | null;
+}
+
 export interface StrategyChange {
   strategy: string;
-  throughput_rps: { before: number | null; after: number | null; change: number | null };
-  ratio_to_bare_update: { before: number | null; after: number | null; change: number | null };
-  p95_ms: { before: number | null; after: number | null; change: number | null };
-  p99_ms: { before: number | null; after: number | null; change: number | null };
+  throughput_rps: Change;
+  ratio_to_bare_update: Change;
+  p95_ms: Change;
+  p99_ms: Change;
   /** Its checks passed; null where it did not run (and always for the baseline, which has no checks). */
   ok: { before: boolean | null; after: boolean | null };
 }
@@ -39,7 +46,7 @@ export interface Comparison {
 const change = (before: number | null, after: number | null) =>
   before === null || after === null || before === 0 ? null : Math.round((after / before - 1) * 1000) / 1000;
 
-const pair = (before: number | null | undefined, after: number | null | undefined) => ({
+const pair = (before: number | null | undefined, after: number | null | undefined): Change => ({
   before: before ?? null,
   after: after ?? null,
   change: change(before ?? null, after ?? null),

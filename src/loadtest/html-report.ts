@@ -4,6 +4,7 @@
  * throughput over time and a latency histogram per strategy, beside the bare-UPDATE baseline.
  */
 import type { LoadtestReport } from './run.js';
+import { BARE_UPDATE_LABEL, checkState, mixSentence, number } from './format.js';
 
 /** Completions per time slice, from the start of a strategy's run. */
 export interface Timeline {
@@ -21,10 +22,6 @@ const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b
 
 const escape = (text: unknown) =>
   String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-
-// The CLI's number formats: counts and rates with thousands separators, ms with one decimal, ratios with two.
-const number = (n: number | null | undefined, digits = 0) =>
-  n === null || n === undefined ? '—' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 interface Series {
   name: string;
@@ -122,29 +119,22 @@ const configValue = (v: unknown) => (Array.isArray(v) ? v.join(', ') : typeof v 
 
 export function renderHtmlReport(report: LoadtestReport): string {
   const series: Series[] = [
-    { name: 'bare UPDATE (limit)', duration_ms: report.baseline.duration_ms, timeline: report.baseline.timeline, histogram: report.baseline.histogram },
+    { name: BARE_UPDATE_LABEL, duration_ms: report.baseline.duration_ms, timeline: report.baseline.timeline, histogram: report.baseline.histogram },
     ...report.strategies.map((s) => ({ name: s.strategy, duration_ms: s.duration_ms, timeline: s.timeline, histogram: s.histogram })),
   ].map((s, i) => ({ ...s, colour: COLOURS[i % COLOURS.length] }));
   const verdict = verdictOf(report);
   const b = report.baseline;
   const rows = [
-    `<tr><td>bare UPDATE (limit)</td><td>${number(b.buyers)}</td><td>—</td><td>—</td><td>—</td><td>—</td><td>${number(b.errors)}</td><td>${number(b.throughput_rps)}</td><td>1.00</td><td>${number(b.latency_ms.p50, 1)}</td><td>${number(b.latency_ms.p95, 1)}</td><td>${number(b.latency_ms.p99, 1)}</td><td>—</td></tr>`,
+    `<tr><td>${BARE_UPDATE_LABEL}</td><td>${number(b.buyers)}</td><td>—</td><td>—</td><td>—</td><td>—</td><td>${number(b.errors)}</td><td>${number(b.throughput_rps)}</td><td>1.00</td><td>${number(b.latency_ms.p50, 1)}</td><td>${number(b.latency_ms.p95, 1)}</td><td>${number(b.latency_ms.p99, 1)}</td><td>—</td></tr>`,
     ...report.strategies.map((s) => {
-      const checks = s.violations.length ? ['fail', `${s.violations.length} violation(s)`] : s.buyers < report.config.buyers ? ['warn', 'partial'] : ['ok', 'ok'];
+      const state = checkState(s, report.config.buyers);
+      const checks = state === 'fail' ? ['fail', `${s.violations.length} violation(s)`] : state === 'partial' ? ['warn', 'partial'] : ['ok', 'ok'];
       return `<tr><td>${escape(s.strategy)}</td><td>${number(s.buyers)}</td><td>${number(s.successes)}</td><td>${number(s.rejections)}</td><td>${number(s.false_rejections)}</td><td>${number(s.retries)}</td><td>${number(s.errors)}</td><td>${number(s.throughput_rps)}</td><td>${number(s.ratio_to_bare_update, 2)}</td><td>${number(s.latency_ms.p50, 1)}</td><td>${number(s.latency_ms.p95, 1)}</td><td>${number(s.latency_ms.p99, 1)}</td><td class="${checks[0]}">${checks[1]}</td></tr>`;
     }),
   ].join('\n');
   const notes = [
     ...(b.errors > 0 ? [`<li class="fail">bare UPDATE: ${number(b.errors)} statement(s) failed: ${escape(b.first_error ?? '')}</li>`] : []),
-    ...report.strategies.flatMap((s) => {
-      const m = s.mix;
-      return m
-        ? [
-            `<li>${escape(s.strategy)}: of ${number(s.successes)} won, ${number(m.paid)} paid (${number(m.units_sold)} units sold), ${number(m.cancelled)} cancelled, ` +
-              `${number(m.expired_by_sweep)} expired by the sweep (${number(m.late_pays_refused)} after a late pay was refused)${m.still_pending > 0 ? `, ${number(m.still_pending)} still pending` : ''}</li>`,
-          ]
-        : [];
-    }),
+    ...report.strategies.flatMap((s) => (s.mix ? [`<li>${escape(s.strategy)}: ${mixSentence(s.successes, s.mix)}</li>`] : [])),
   ];
   const violations = report.strategies.flatMap((s) => s.violations.map((v) => `<li>${escape(s.strategy)}: ${escape(v.message)} <small>(${escape(v.kind)})</small></li>`));
   const config = Object.entries(report.config)

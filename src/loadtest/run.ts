@@ -212,7 +212,14 @@ async function createSkus(database: Database, prefix: string, strategy: string, 
   }
 }
 
-const connectionsFor = (cfg: LoadtestConfig) => Math.min(cfg.concurrency, cfg.buyers);
+/** Connections a run uses: --concurrency, but no more than there are buyers. */
+export const connectionsFor = (cfg: Pick<LoadtestConfig, 'concurrency' | 'buyers'>) => Math.min(cfg.concurrency, cfg.buyers);
+
+/** How long a run of `done` calls took, and its rate (calls per second). */
+const pace = (done: number, durationMs: number) => ({
+  duration_ms: Math.round(durationMs),
+  throughput_rps: Math.round((done / durationMs) * 1000),
+});
 
 const scratchTableFor = (runId: string) => `loadtest_bare_${runId}`;
 
@@ -251,8 +258,7 @@ async function measureBareUpdate(database: Database, runId: string, cfg: Loadtes
       strategy: 'bare_update',
       buyers: done,
       errors,
-      duration_ms: Math.round(durationMs),
-      throughput_rps: Math.round((done / durationMs) * 1000),
+      ...pace(done, durationMs),
       latency_ms,
       timeline,
       histogram,
@@ -400,8 +406,7 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
     units_reserved: units.reserved,
     ...(mix ? { mix } : {}),
     expected_successes: expected,
-    duration_ms: Math.round(durationMs),
-    throughput_rps: Math.round((done / durationMs) * 1000),
+    ...pace(done, durationMs),
     ratio_to_bare_update: null,
     latency_ms,
     timeline,

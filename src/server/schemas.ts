@@ -5,6 +5,7 @@
  */
 import { Type, type TSchema } from '@sinclair/typebox';
 import { SKU_PATTERN } from '../engine/input.js';
+import { FULFILMENT_STATUSES, ORDER_STATUSES } from '../db/schema.js';
 
 const strict = { additionalProperties: false } as const;
 /** Printable text: no control characters (the engine refuses them too, with a sentence). */
@@ -44,11 +45,6 @@ export function problems(...statuses: number[]): Record<number, TSchema> {
 
 export const OrderKeyParams = Type.Object({ id: text(200, 'the order id, a unique id prefix (8+ hex digits), or its ref (Idempotency-Key)') }, strict);
 export const SkuParams = Type.Object({ sku: Sku }, strict);
-
-export const AuthHeaders = Type.Object(
-  { authorization: Type.Optional(Type.String({ description: 'Bearer <token>' })) },
-  { additionalProperties: true },
-);
 
 export const ReserveBody = Type.Object(
   {
@@ -115,7 +111,7 @@ export const CancelResult = Type.Object({
   restocked_units: Type.Integer(),
 });
 
-export const StatusBody = Type.Object({ status: Type.Union([Type.Literal('processing'), Type.Literal('shipped'), Type.Literal('delivered')]) }, strict);
+export const StatusBody = Type.Object({ status: Type.Union(FULFILMENT_STATUSES.map((s) => Type.Literal(s))) }, strict);
 export const StatusResult = Type.Object({
   order_id: Type.String(),
   ref: nullable(Type.String()),
@@ -134,9 +130,7 @@ export const ExtendResult = Type.Object({
   reservations_extended: Type.Integer(),
 });
 
-const ORDER_STATUS = Type.Union(
-  ['pending', 'paid', 'cancelled', 'processing', 'fulfilled', 'shipped', 'delivered'].map((s) => Type.Literal(s)),
-);
+const ORDER_STATUS = Type.Union(ORDER_STATUSES.map((s) => Type.Literal(s)));
 export const ListOrdersQuery = Type.Object(
   {
     status: Type.Optional(ORDER_STATUS),

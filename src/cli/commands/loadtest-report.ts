@@ -10,6 +10,8 @@ import type { CommandContext } from '../run.js';
 import { InvalidInputError } from '../../errors.js';
 import { escapeControls as shown } from '../../engine/input.js';
 import type { LoadtestReport } from '../../loadtest/run.js';
+import type { Change } from '../../loadtest/compare.js';
+import { BARE_UPDATE_LABEL, count, ms, NONE } from '../../loadtest/format.js';
 
 /** Why a file could not be read or written, in words (never a stack trace). */
 function why(err: unknown, file: string): string {
@@ -108,8 +110,6 @@ async function readRun(file: string): Promise<LoadtestReport> {
   return value as LoadtestReport;
 }
 
-const count = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 });
-const ms = (n: number) => n.toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const ratio = (n: number) => n.toFixed(2);
 const percent = (change: number) => {
   const p = Math.round(change * 1000) / 10;
@@ -117,8 +117,8 @@ const percent = (change: number) => {
 };
 
 /** "1,037 → 983 (-5.2%)"; "—" for a side where the strategy did not run. */
-function changeCell(figure: { before: number | null; after: number | null; change: number | null }, format: (n: number) => string): string {
-  const side = (n: number | null) => (n === null ? '—' : format(n));
+function changeCell(figure: Change, format: (n: number) => string): string {
+  const side = (n: number | null) => (n === null ? NONE : format(n));
   return `${side(figure.before)} → ${side(figure.after)}${figure.change === null ? '' : ` (${percent(figure.change)})`}`;
 }
 
@@ -140,17 +140,17 @@ export async function compareRuns(ctx: CommandContext, files: string[], others: 
       (r.interrupted ? chalk.yellow(' (interrupted: partial figures)') : '');
     ctx.out.line(`Before: ${describe(files[0], comparison.before)}`);
     ctx.out.line(`After:  ${describe(files[1], comparison.after)}`);
-    const checks = (ok: boolean | null) => (ok === null ? '—' : ok ? chalk.green('ok') : chalk.red('FAIL'));
+    const checks = (ok: boolean | null) => (ok === null ? NONE : ok ? chalk.green('ok') : chalk.red('FAIL'));
     ctx.out.line(
       ctx.out.table(
         ['Strategy', 'Reserve/s', 'vs bare', 'p95 ms', 'p99 ms', 'Checks'],
         comparison.strategies.map((s) => [
-          s.strategy === 'bare_update' ? 'bare UPDATE (limit)' : s.strategy,
+          s.strategy === 'bare_update' ? BARE_UPDATE_LABEL : s.strategy,
           changeCell(s.throughput_rps, count),
           changeCell(s.ratio_to_bare_update, ratio),
           changeCell(s.p95_ms, ms),
           changeCell(s.p99_ms, ms),
-          s.strategy === 'bare_update' ? '—' : `${checks(s.ok.before)} → ${checks(s.ok.after)}`,
+          s.strategy === 'bare_update' ? NONE : `${checks(s.ok.before)} → ${checks(s.ok.after)}`,
         ]),
         { align: ['left', 'right', 'right', 'right', 'right', 'left'] },
       ),

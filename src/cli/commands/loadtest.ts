@@ -5,6 +5,8 @@ import { withRetryFlags } from '../../engine/settings.js';
 import { STRATEGIES, type Strategy } from '../../engine/orders.js';
 import { progressMeter } from '../output.js';
 import type { BaselineReport, LoadtestLeftovers, StrategyReport } from '../../loadtest/run.js';
+import type { HttpTarget } from '../../loadtest/http.js';
+import { BARE_UPDATE_LABEL, checkState, count, mixSentence, ms, NONE } from '../../loadtest/format.js';
 
 interface Flags {
   buyers: string;
@@ -24,12 +26,7 @@ interface Flags {
   compare?: string[];
 }
 
-// One way to write numbers: counts and rates with thousands separators, ms with one
-// decimal, ratios with two.
-const count = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 });
-const ms = (n: number) => n.toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const plural = (n: number, one: string, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;
-const NONE = '—';
 
 function describeLeftovers(l: LoadtestLeftovers): string {
   return `${plural(l.skus, 'SKU')}, ${plural(l.orders, 'order')}, ${plural(l.scratch_tables, 'scratch table')}`;
@@ -53,7 +50,7 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     signal: ctx.signal,
     mix: Boolean(flags.mix),
   };
-  const { findLeftovers, removeLeftovers, runLoadtest } = await import('../../loadtest/run.js');
+  const { connectionsFor, findLeftovers, removeLeftovers, runLoadtest } = await import('../../loadtest/run.js');
   if (flags.cleanup) {
     const database = await ctx.openDb({ application: 'stockctl-loadtest', max: 1 });
     const removed = await removeLeftovers(database);
@@ -68,10 +65,10 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     return 0;
   }
   const reportFile = flags.report === undefined ? undefined : await (await import('./loadtest-report.js')).prepareReportFile(flags.report);
-  const connections = Math.min(cfg.concurrency, cfg.buyers);
+  const connections = connectionsFor(cfg);
   // --url: the buyers go through a running server's POST /orders (its strategy is the
   // one measured); the products, the baseline and every check still use the database.
-  let http: Awaited<ReturnType<typeof import('../../loadtest/http.js').connectHttpTarget>> | undefined;
+  let http: HttpTarget | undefined;
   if (flags.url !== undefined) {
     const token = flags.token ?? process.env.STOCKCTL_TOKEN;
     if (!token) throw new InvalidInputError('With --url, give a token of role shop or above: --token T or STOCKCTL_TOKEN.');
@@ -114,11 +111,13 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     );
     // The bare UPDATE sells nothing: only its rate and latency mean something.
     const baselineRow = (b: BaselineReport) => [
-      'bare UPDATE (limit)', NONE, NONE, NONE, NONE, count(b.throughput_rps), '1.00',
+      BARE_UPDATE_LABEL, NONE, NONE, NONE, NONE, count(b.throughput_rps), '1.00',
       ms(b.latency_ms.p50), ms(b.latency_ms.p95), ms(b.latency_ms.p99), NONE,
     ];
-    const checks = (s: StrategyReport) =>
-      s.violations.length > 0 ? chalk.red('FAIL') : s.buyers < cfg.buyers ? chalk.yellow('partial') : chalk.green('ok');
+    const checks = (s: StrategyReport) => {
+      const state = checkState(s, cfg.buyers);
+      return state === 'fail' ? chalk.red('FAIL') : state === 'partial' ? chalk.yellow('partial') : chalk.green('ok');
+    };
     const row = (s: StrategyReport) => [
       s.strategy,
       count(s.successes),
@@ -143,14 +142,7 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
       ctx.out.line(chalk.red(`bare UPDATE: ${plural(report.baseline.errors, 'statement')} failed: ${report.baseline.first_error}`));
     }
     for (const s of report.strategies) {
-      if (s.mix) {
-        const m = s.mix;
-        ctx.out.line(
-          `${s.strategy}: of ${count(s.successes)} won, ${count(m.paid)} paid (${count(m.units_sold)} units sold), ${count(m.cancelled)} cancelled, ` +
-            `${count(m.expired_by_sweep)} expired by the sweep (${count(m.late_pays_refused)} after a late pay was refused)` +
-            (m.still_pending > 0 ? `, ${count(m.still_pending)} still pending` : ''),
-        );
-      }
+      if (s.mix) ctx.out.line(`${s.strategy}: ${mixSentence(s.successes, s.mix)}`);
       for (const v of s.violations) ctx.out.line(chalk.red(`${s.strategy}: ${v.message}`));
     }
     if (report.interrupted) {

@@ -1,10 +1,9 @@
 import type { CommandContext } from '../run.js';
-import { parseRole, parseTokenName } from '../../engine/tokens.js';
+import { createToken, listTokens, parseRole, parseTokenName, revokeToken } from '../../engine/tokens.js';
 
 export async function create(ctx: CommandContext, nameArg: string, flags: { role: string }) {
   const input = { name: parseTokenName(nameArg), role: parseRole(flags.role), actor: ctx.config.actor };
   const { db } = await ctx.openDb({ application: 'stockctl-token', max: 1 });
-  const { createToken } = await import('../../engine/tokens.js');
   const created = await createToken(db, input);
   ctx.out.result({ name: created.name, role: created.role, token: created.token }, () => {
     ctx.out.line(created.token);
@@ -17,7 +16,6 @@ export async function create(ctx: CommandContext, nameArg: string, flags: { role
 
 export async function list(ctx: CommandContext) {
   const { db } = await ctx.openDb({ application: 'stockctl-token' });
-  const { listTokens } = await import('../../engine/tokens.js');
   const tokens = await listTokens(db);
   ctx.out.result({ tokens }, () => {
     if (tokens.length === 0) return ctx.out.line('No tokens yet: stockctl token create <name> --role shop');
@@ -33,7 +31,6 @@ export async function list(ctx: CommandContext) {
 export async function revoke(ctx: CommandContext, nameArg: string) {
   const name = parseTokenName(nameArg);
   const { db } = await ctx.openDb({ application: 'stockctl-token', max: 1 });
-  const { revokeToken } = await import('../../engine/tokens.js');
   const r = await revokeToken(db, { name });
   ctx.out.result(r, () =>
     ctx.out.line(r.replay ? `Token ${r.name} was already revoked at ${r.revoked_at}; nothing changed.` : `Token ${r.name} revoked; it no longer works.`),

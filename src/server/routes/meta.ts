@@ -1,9 +1,8 @@
 /** Health, readiness, metrics and the OpenAPI document. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { buildReport } from '../../engine/report.js';
+import { buildReport, prometheus } from '../../engine/report.js';
 import { schemaState } from '../../db/migrate.js';
 import { DatabaseUnavailableError } from '../../errors.js';
-import { prometheus } from '../../cli/commands/report.js';
 import { STOCKCTL_VERSION } from '../../version.js';
 import type { ServerContext } from '../app.js';
 import { Health, problems, Ready } from '../schemas.js';

@@ -4,6 +4,7 @@ import { InvalidInputError } from '../../errors.js';
 import { parseCustomerId, parseDuration, parseOrderKey, parseOrderLines, parseRef, parseText } from '../../engine/input.js';
 import { resolvePaymentWindow } from '../../engine/windows.js';
 import { cancelOrder, extendOrder, payOrder, reserveOrder } from '../../engine/orders.js';
+import { findOrder } from '../../engine/order-rows.js';
 import { listOrders } from '../../engine/queries.js';
 import { setOrderStatus, showOrderWithHistory } from '../../engine/fulfilment.js';
 import { roleAllows } from '../../engine/tokens.js';
@@ -140,13 +141,13 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       const support = roleAllows(caller.role, 'support');
       if (!support) {
         // A checkout may take back its own unpaid orders; anything sold is support's call.
-        const forbidden = () =>
-          new HttpProblem(403, 'forbidden', `Token ${caller.name} has role ${caller.role}: it may cancel only pending orders; ask support (role support) for paid ones.`, {
+        const { status } = await findOrder(db, order);
+        if (status !== 'pending' && status !== 'cancelled') {
+          throw new HttpProblem(403, 'forbidden', `Token ${caller.name} has role ${caller.role}: it may cancel only pending orders; ask support (role support) for paid ones.`, {
             role: caller.role,
             required_role: 'support',
           });
-        const { status } = await showOrderWithHistory(db, order);
-        if (status !== 'pending' && status !== 'cancelled') throw forbidden();
+        }
       }
       // `restock` only matters for a paid order, which only support may cancel: for a shop
       // it is dropped, so an order paid since the check above is refused (409), not restocked.

@@ -1,0 +1,11 @@
+/**
+ * Names the command line offers as choices, apart from the modules that use them (which
+ * load drizzle) so that `stockctl --help` loads nothing but this.
+ */
+
+/** How a reserve claims stock (src/engine/reserve.ts). */
+export type Strategy = 'guarded' | 'optimistic' | 'locking' | 'batched';
+export const STRATEGIES: Strategy[] = ['guarded', 'optimistic', 'locking', 'batched'];
+
+/** What an API token may do, least to most (src/db/schema.ts, src/engine/tokens.ts). */
+export const TOKEN_ROLES = ['read', 'shop', 'support', 'admin'] as const;
