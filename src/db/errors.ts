@@ -66,9 +66,12 @@ const POLICIES: Record<string, Policy> = {
     timeout:
       'The database ended a transaction left idle for longer than STOCKCTL_STATEMENT_TIMEOUT; retry, and check what stalled the client.',
   },
-  // Connecting.
+  // Connecting, or the session went away under us.
   '08': UNREACHABLE, // connection_exception (class)
-  '57P0': UNREACHABLE, // admin / crash shutdown, cannot connect now
+  '57P0': UNREACHABLE, // 57P01 terminated by an administrator, 57P02 crash shutdown, 57P04 database dropped
+  '55000': { unavailable: 'is not accepting connections (ALLOW_CONNECTIONS false?)' }, // object_not_in_prerequisite_state
+  // A standby: after a failover, a session still on the old primary, now demoted.
+  '25006': { unavailable: 'is read-only (a standby, after a failover?)' },
   '28': { unavailable: 'rejected the credentials' }, // invalid_authorization (class)
   '3D000': { unavailable: 'has no such database' },
   // A stockctl table is missing: a database made (or restored) since the schema check.
@@ -80,6 +83,7 @@ const POLICIES: Record<string, Policy> = {
   ENOTFOUND: { unavailable: 'has a host name that does not resolve' },
   CONNECT_TIMEOUT: { unavailable: 'did not answer in time' },
   ECONNRESET: UNREACHABLE,
+  EPIPE: UNREACHABLE,
   EAI_AGAIN: UNREACHABLE,
   ETIMEDOUT: UNREACHABLE,
   EHOSTUNREACH: UNREACHABLE,
