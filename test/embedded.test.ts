@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedPlace } from '../src/cli/config.js';
 import { embeddedStatus, ensureEmbedded, stopEmbedded } from '../src/db/embedded.js';
 import { REPO_ROOT, runCli, runCliJson, type CliOptions } from './helpers/cli.js';
+import { api, startServer } from './server/_server.js';
 
 const supported = ['linux', 'darwin'].includes(process.platform);
 
@@ -215,6 +216,47 @@ describe.skipIf(!supported)('embedded PostgreSQL through the CLI', () => {
     const again = await runCli(['db', 'destroy', '--yes'], inHome(home));
     expect(again.code).toBe(0);
     expect(again.stdout).toBe(`There is no embedded database under ${home}; nothing to delete.\n`);
+  }, 240_000);
+});
+
+describe.skipIf(!supported)('serve on the embedded server', () => {
+  afterAll(async () => {
+    for (const home of homes.splice(0)) await removeHome(home);
+  }, 120_000);
+
+  it('refuses with 503 and says why when its port answers with another home’s cluster after a reconnect', async () => {
+    const a = await newHome();
+    const b = await newHome();
+    const port = 56000 + Math.floor(Math.random() * 2000);
+    const env = { STOCKCTL_EMBEDDED_PORT: String(port) };
+    const token = await runCliJson<{ token: string }>(['token', 'create', 'shop-a', '--role', 'read'], inHome(a, env));
+    expect(token.code, token.stderr).toBe(0);
+    const server = await startServer(null, [], { STOCKCTL_HOME: a, ...env });
+    let stderr = '';
+    server.proc.child.stderr!.on('data', (chunk: string) => (stderr += chunk));
+    try {
+      const read = () => api(server, 'GET', '/stock', { token: token.json.token });
+      expect((await read()).status).toBe(200);
+
+      // This home's cluster goes away; another home's takes the same port.
+      expect((await runCli(['db', 'destroy', '--yes'], inHome(a))).code).toBe(0);
+      const other = await runCli(['db', 'start'], inHome(b, env));
+      expect(other.code, other.stderr).toBe(0);
+      expect((await status(b)).port).toBe(port);
+
+      const refused = await read();
+      expect(refused.status, refused.text).toBe(503);
+      expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(refused.body).toMatchObject({ code: 'database_unavailable', detail: expect.stringMatching(/is now another PostgreSQL cluster/) });
+      const ready = await api(server, 'GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect((await api(server, 'GET', '/healthz')).status).toBe(200);
+      expect(stderr).toMatch(/refusing requests: the database is another cluster/);
+      expect(server.proc.child.exitCode).toBeNull();
+    } finally {
+      const stopped = await server.stop();
+      expect(stopped.code, stopped.stderr).toBe(0);
+    }
   }, 240_000);
 });
 

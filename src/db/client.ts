@@ -7,9 +7,10 @@ import type postgres from 'postgres';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import type * as schema from './schema.js';
 import { DatabaseUnavailableError } from '../errors.js';
-import { createClient, openClient } from './connect.js';
+import { createClient, openClient, type ClientOptions } from './connect.js';
 import { redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
+import { clusterIdentity, identityGuard, type IdentityGuard } from './identity.js';
 import type { EmbeddedPlace } from './embedded.js';
 
 /** drizzle on the pool, as `drizzle()` returns it: `$client` is the pool's postgres.js client. */
@@ -22,6 +23,11 @@ export interface Database {
   embedded: boolean;
   /** Reached through a pooler (PgBouncer): no startup settings, no named prepared statements. */
   pooled: boolean;
+  /**
+   * With `watchIdentity` on the embedded server: is the pool still on the cluster it started
+   * on? Asked again after any of its connections closed.
+   */
+  identity?: IdentityGuard;
   close(): Promise<void>;
 }
 
@@ -44,6 +50,8 @@ export interface OpenOptions {
   prepare?: boolean;
   /** Told once which database is in use when it is the embedded one. */
   onEmbedded?: (info: { url: string; home: string; started: boolean }) => void;
+  /** For a long-running process on the embedded server: notice another cluster on its port. */
+  watchIdentity?: boolean;
 }
 
 /**
@@ -71,8 +79,12 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
     embedded = true;
     opts.onEmbedded?.({ url, home: info.home, started: info.started });
   }
+  // The embedded server's port may later answer with another home's cluster (db destroy,
+  // then another db start): every reconnect makes the guard ask again.
+  let guard: IdentityGuard | undefined;
+  const clientOptions: ClientOptions = embedded && opts.watchIdentity ? { ...opts, onConnectionClosed: () => guard?.connectionClosed() } : opts;
   // Connect and check the schema while drizzle loads: the two overlap.
-  const connecting = openClient(url, opts, schemaState).then((client) => ({ client }), (error: unknown) => ({ error }));
+  const connecting = openClient(url, clientOptions, schemaState).then((client) => ({ client }), (error: unknown) => ({ error }));
   const [{ drizzle }, tables] = await Promise.all([import('drizzle-orm/postgres-js'), import('./schema.js')]);
   const outcome = await connecting;
   if ('error' in outcome) throw toDomainError(outcome.error, redactUrl(url));
@@ -91,18 +103,20 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
         'not_migrated',
       );
     }
+    // ensureEmbedded has checked that this port answers with this home's cluster.
+    if (embedded && opts.watchIdentity) guard = identityGuard(sql, await clusterIdentity(sql), redactUrl(url));
   } catch (err) {
     await sql.end({ timeout: 0 });
     throw toDomainError(err, redactUrl(url));
   }
   const db = drizzle(sql, { schema: tables });
   // Through a pooler, as the pool itself: no startup settings, no prepared statements.
-  const laneOptions = pooled ? { ...opts, sessionSettings: false, prepare: false } : opts;
+  const laneOptions = pooled ? { ...clientOptions, sessionSettings: false, prepare: false } : clientOptions;
   // drizzle sets the client's type parsers and serializers (JSON, dates), as on the pool.
   batchLanes.set(db, (lane) => {
     let client = lanes.get(lane);
     if (!client) lanes.set(lane, (client = drizzle(createClient(url, { ...laneOptions, max: 1 }), { schema: tables })));
     return client;
   });
-  return { db, sql, url, embedded, pooled, close };
+  return { db, sql, url, embedded, pooled, close, ...(guard ? { identity: guard } : {}) };
 }

@@ -37,6 +37,8 @@ export interface ClientOptions {
   prepare?: boolean;
   /** Send the timeouts as startup parameters (a pooler such as PgBouncer refuses them). */
   sessionSettings?: boolean;
+  /** Told whenever one of the pool's connections closes (it reconnects on next use). */
+  onConnectionClosed?: () => void;
 }
 
 /** The client gave up on a database that did not answer (exit 7, with a sentence saying so). */
@@ -74,6 +76,7 @@ function clientFor(target: ConnectionTarget, opts: ClientOptions): postgres.Sql 
     idle_timeout: 30,
     prepare: opts.prepare ?? true,
     onnotice: () => {},
+    ...(opts.onConnectionClosed ? { onclose: opts.onConnectionClosed } : {}),
     connection,
   });
   return withClientDeadline(sql, statementS + CLIENT_GRACE_S);

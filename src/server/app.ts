@@ -42,6 +42,8 @@ export interface AppOptions {
   paymentWindows: PaymentWindowPolicy;
   strategy: Strategy;
   events: StockEvents;
+  /** Before any request that reads or writes: may the database be used (the embedded cluster's identity)? */
+  checkDatabase?: () => Promise<void>;
   /** Where the JSON request log goes (stderr); false for none. */
   logStream?: NodeJS.WritableStream | false;
 }
@@ -130,6 +132,14 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
   };
 
   app.addHook('onResponse', async (request, reply) => logRequest(request, reply.statusCode, reply.elapsedTime));
+  // Before authentication, which reads tokens from the database: never another cluster's.
+  const { checkDatabase } = opts;
+  if (checkDatabase) {
+    const needsNoDatabase = new Set(['/healthz', '/openapi.json']);
+    app.addHook('onRequest', async (request) => {
+      if (!needsNoDatabase.has(request.routeOptions.url ?? '')) await checkDatabase();
+    });
+  }
   app.setErrorHandler((err, request, reply) => sendProblem(reply, request, err));
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, request, new HttpProblem(404, 'route_not_found', `There is no ${request.method} ${request.url.split('?')[0]}; see GET /openapi.json for the routes.`)),

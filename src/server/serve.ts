@@ -34,9 +34,18 @@ export async function serve(opts: ServeOptions): Promise<void> {
   let stockApp: Awaited<ReturnType<typeof buildApp>> | undefined;
   // LISTEN before accepting requests: no change committed after /readyz is missed.
   const events = await listenForStock(database.sql, { onReconnect: () => stockApp?.resync() });
-  stockApp = await buildApp({ db: database.db, sql: database.sql, settings: opts.settings, paymentWindows: opts.paymentWindows, strategy: opts.strategy, events });
+  stockApp = await buildApp({
+    db: database.db,
+    sql: database.sql,
+    settings: opts.settings,
+    paymentWindows: opts.paymentWindows,
+    strategy: opts.strategy,
+    events,
+    checkDatabase: database.identity?.check,
+  });
   const { app } = stockApp;
   const log = app.log;
+  database.identity?.onMismatch((reason) => log.error({ reason }, 'refusing requests: the database is another cluster'));
 
   let sweepTimer: NodeJS.Timeout | undefined;
   let sweeping: Promise<void> = Promise.resolve();

@@ -11,7 +11,8 @@ export interface RunningServer {
   stop(signal?: NodeJS.Signals): Promise<CliResult>;
 }
 
-export async function startServer(databaseUrl: string, args: string[] = [], env: Record<string, string> = {}): Promise<RunningServer> {
+/** `databaseUrl` null: the embedded server of the STOCKCTL_HOME in `env`. */
+export async function startServer(databaseUrl: string | null, args: string[] = [], env: Record<string, string> = {}): Promise<RunningServer> {
   const proc = startCli(['serve', '--port', '0', ...args], { databaseUrl, timeoutMs: 120_000, env: { STOCKCTL_ACTOR: 'server-host', ...env } });
   // Attached at once, before any output can arrive.
   let stdout = '';

@@ -49,7 +49,7 @@ export default async function serveCommand(ctx: CommandContext, flags: Flags) {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const database = await ctx.openDb({ application: 'stockctl-serve', max: options.pool, lockTimeoutMs: 10_000 });
+  const database = await ctx.openDb({ application: 'stockctl-serve', max: options.pool, lockTimeoutMs: 10_000, watchIdentity: true });
   const { serve } = await import('../../server/serve.js');
   await serve({
     database,
