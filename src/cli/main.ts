@@ -1,6 +1,6 @@
 /**
- * The command-line surface: every command and flag of SPEC section 3, declared here and
- * nowhere else. Command bodies live in ./commands and are imported only when run, so
+ * The command-line surface: every command and flag, declared here and nowhere else.
+ * Command bodies live in ./commands and are imported only when run, so
  * `stockctl --help` loads nothing but commander.
  */
 import { Argument, Command, CommanderError, Option, type CommandUnknownOpts } from '@commander-js/extra-typings';
@@ -51,6 +51,12 @@ function examples(...lines: string[]): string {
 
 /** Commander's usage error, held until main writes it. */
 let usageError = '';
+
+/**
+ * Commander's message on one line: its "Did you mean …?" comes on a line of its own, which
+ * `printable` would show as a literal \u000a.
+ */
+const oneLine = (text: string) => text.replace(/\n\(Did you mean /g, ' (did you mean ').replace(/\n(?=.)/g, ' ');
 
 /** The command the user named (`stockctl orders`), for "name a subcommand". */
 function commandPath(program: CommandUnknownOpts, argv: string[]): string {
@@ -119,8 +125,8 @@ export function buildProgram(): CommandUnknownOpts {
     .description('show stock levels, or change them (stock set / stock adjust)')
     .argument('[sku...]', 'SKUs to show (default: all)')
     .option('--low <n>', 'only rows with at most <n> units available')
-    .option('--watch', 'redraw on every stock change until Ctrl-C (--json: one JSON line per change)')
-    .addHelpText('after', examples('stockctl stock', 'stockctl stock TEE MUG --json', 'stockctl stock --low 5', 'stockctl stock set TEE 100 --reason "stock count"', 'stockctl stock adjust TEE -2 --reason damaged'))
+    .option('--watch', 'show the rows, then redraw on every stock change until Ctrl-C (--json: one JSON line per row, then one per change)')
+    .addHelpText('after', examples('stockctl stock', 'stockctl stock TEE MUG --json', 'stockctl stock --low 5', 'stockctl stock TEE --watch', 'stockctl stock set TEE 100 --reason "stock count"', 'stockctl stock adjust TEE -2 --reason damaged'))
     .action(lazy(() => import('./commands/stock.js').then((m) => m.show)));
   // commander reads `stock`'s own options anywhere on the line: after `set` or `adjust`
   // they would be accepted and ignored, so they are a usage error there.
@@ -267,6 +273,10 @@ export function buildProgram(): CommandUnknownOpts {
     .addOption(MAX_RETRIES())
     .addOption(RETRY_BACKOFF())
     .option('--mix', 'winners also pay, cancel or let their 1s window lapse while a sweep runs')
+    .option(
+      '--chaos [interval]',
+      "terminate the run's own database backends at random while buyers run (with --url: the server's), about one every <interval> (default 200ms: 100-300 ms apart), then prove every invariant still holds",
+    )
     .option('--keep', 'keep the loadtest products and orders afterwards (default: removed)')
     .option('--cleanup', 'run nothing: remove the leftovers of earlier runs (killed, or kept with --keep)')
     .option('--url <url>', 'fire the buyers at a running `stockctl serve` (same database) instead of the engine')
@@ -280,6 +290,8 @@ export function buildProgram(): CommandUnknownOpts {
         'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json',
         'stockctl loadtest --json --report after.html > after.json && stockctl loadtest --compare before.json after.json',
         'stockctl loadtest --url http://127.0.0.1:8080 --token "$STOCKCTL_TOKEN" --concurrency 64',
+        'stockctl loadtest --chaos --mix --buyers 500 --stock 100 --strategy all',
+        'stockctl loadtest --chaos 50ms --strategy batched --json',
         'stockctl loadtest --cleanup',
       ),
     )
@@ -287,16 +299,23 @@ export function buildProgram(): CommandUnknownOpts {
 
   program
     .command('serve')
-    .description('the order API over HTTP (SPEC section 7): tokens, JSON, problem documents, live stock events')
+    .description('the order API over HTTP for a shop\'s checkout: bearer tokens, JSON, problem documents, live stock events')
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <port>', 'TCP port (0: any free port, printed on stdout)', '8080')
     .option('--sweep-every <duration>', 'also run the sweep at this interval, e.g. 1m (default: off; cron is the usual way)')
     .addOption(new Option('--strategy <name>', 'how POST /orders claims stock').choices([...STRATEGIES]).default('batched'))
     .option('--pool <n>', 'database connections for requests', '10')
     .option('--grace <duration>', 'on SIGTERM / SIGINT, how long in-flight requests may finish', '10s')
+    .option('--max-streams <n>', 'at most this many live stock streams (GET /stock/events) at once; one more gets 503 with Retry-After', '1000')
     .addHelpText(
       'after',
-      examples('stockctl token create checkout --role shop', 'stockctl serve --port 8080 --sweep-every 1m', 'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/stock'),
+      examples(
+        'stockctl token create checkout --role shop',
+        'stockctl serve --port 8080 --sweep-every 1m',
+        'stockctl serve --max-streams 200',
+        'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/stock',
+        'curl -N -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/stock/events?sku=TEE',
+      ),
     )
     .action(lazy(() => import('./commands/serve.js').then((m) => m.default)));
 
@@ -349,7 +368,10 @@ async function main(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') {
+      // `--help`, `help` and `help <command>` asked for the help (printed on stdout, as text
+      // also with --json): exit 0. A group named without a subcommand is a usage error below.
+      const helpAsked = err.code === 'commander.help' && err.exitCode === 0;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || helpAsked) {
         await exitWhenFlushed(0);
       }
       const { reportError } = await import('./run.js');
@@ -361,12 +383,12 @@ async function main(): Promise<void> {
       const message =
         err.code === 'commander.help'
           ? `name a command: run ${path} --help to list them`
-          : printable(err.message.replace(/^error:\s*/, ''));
+          : printable(oneLine(err.message.replace(/^error:\s*/, '')));
       const sentence = `${message.charAt(0).toUpperCase()}${message.slice(1)}${/[.!?]$/.test(message) ? '' : '.'}`;
       if (process.argv.includes('--json')) {
         await exitWhenFlushed(reportError(new InvalidInputError(sentence, 'usage'), { json: true }));
       }
-      if (usageError) process.stderr.write(printable(usageError));
+      if (usageError) process.stderr.write(printable(oneLine(usageError)));
       if (err.code !== 'commander.help') process.stderr.write('(run with --help for usage)\n');
       await exitWhenFlushed(2);
     }

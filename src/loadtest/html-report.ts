@@ -4,7 +4,7 @@
  * throughput over time and a latency histogram per strategy, beside the bare-UPDATE baseline.
  */
 import type { LoadtestReport } from './run.js';
-import { BARE_UPDATE_LABEL, checkState, mixSentence, number } from './format.js';
+import { BARE_UPDATE_LABEL, checkState, faultSentence, mixSentence, number } from './format.js';
 
 /** Completions per time slice, from the start of a strategy's run. */
 export interface Timeline {
@@ -134,7 +134,8 @@ export function renderHtmlReport(report: LoadtestReport): string {
   ].join('\n');
   const notes = [
     ...(b.errors > 0 ? [`<li class="fail">bare UPDATE: ${number(b.errors)} statement(s) failed: ${escape(b.first_error ?? '')}</li>`] : []),
-    ...report.strategies.flatMap((s) => (s.mix ? [`<li>${escape(s.strategy)}: ${mixSentence(s.successes, s.mix)}</li>`] : [])),
+    ...report.strategies.flatMap((s) => (s.mix ? [`<li>${escape(s.strategy)}: ${mixSentence(s.successes, s.mix, s.faults?.committed_unacknowledged.reserves)}</li>`] : [])),
+    ...report.strategies.flatMap((s) => (s.faults ? [`<li>${escape(s.strategy)}: ${escape(faultSentence(s))}</li>`] : [])),
   ];
   const violations = report.strategies.flatMap((s) => s.violations.map((v) => `<li>${escape(s.strategy)}: ${escape(v.message)} <small>(${escape(v.kind)})</small></li>`));
   const config = Object.entries(report.config)

@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { InsufficientStockError, InvalidInputError, StockctlError } from '../errors.js';
+import { DatabaseUnavailableError, InsufficientStockError, InvalidInputError, StockctlError } from '../errors.js';
 import { quote } from '../engine/input.js';
 import { StockConflictError, type ReserveInput, type ReserveResult } from '../engine/orders.js';
 
@@ -20,6 +20,17 @@ export interface HttpTarget {
 interface Answer {
   status: number;
   body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+/**
+ * What an answer said, to go after its status: ` code: detail`, else the server's own
+ * message (a 503 while it shuts down has no problem document), never an empty ` :`.
+ */
+function saidBy(answer: Answer): string {
+  const code = typeof answer.body?.code === 'string' && answer.body.code ? ` ${answer.body.code}` : '';
+  const texts = [answer.body?.detail, answer.body?.message, answer.body?.error];
+  const detail = texts.find((t): t is string => typeof t === 'string' && t.trim() !== '');
+  return `${code}: ${detail ?? 'the answer gave no reason'}`;
 }
 
 export async function connectHttpTarget(baseUrl: string, token: string, connections: number): Promise<HttpTarget> {
@@ -58,7 +69,9 @@ export async function connectHttpTarget(baseUrl: string, token: string, connecti
         },
       );
       req.setTimeout(60_000, () => req.destroy(new Error(`no answer from ${base.origin} within 60 s`)));
-      req.on('error', reject);
+      // Without the socket's code: a server that went away is not the database going away
+      // (which `loadtest --chaos` counts as a fault, see chaos.ts faultCode).
+      req.on('error', (err) => reject(new Error(`${method} ${path}: ${err.message}`)));
       req.end(payload);
     });
 
@@ -91,10 +104,15 @@ export async function connectHttpTarget(baseUrl: string, token: string, connecti
       const code = answer.body?.code;
       if (code === 'insufficient_stock') throw new InsufficientStockError(answer.body.shortages);
       if (code === 'stock_conflict') throw new StockConflictError(answer.body.skus ?? [], answer.body.attempts ?? 0);
+      // The server lost its database connection (a killed backend, with --chaos): exit 7's
+      // error, as the engine itself would have thrown, marked as the server's answer.
+      if (answer.status === 503) {
+        throw new DatabaseUnavailableError(`The server at ${base.origin} answered 503${saidBy(answer)}`, code ?? 'database_unavailable', { status: 503 });
+      }
       if (code === 'sku_not_found') {
         throw new Error(`the server at ${base.origin} does not see the loadtest's products: run loadtest with the server's DATABASE_URL`);
       }
-      throw new Error(`HTTP ${answer.status} ${code ?? ''}: ${answer.body?.detail ?? ''}`.trim());
+      throw new Error(`HTTP ${answer.status}${saidBy(answer)}`);
     },
     close: () => agent.destroy(),
   };

@@ -20,6 +20,17 @@ import { publicMessage } from '../db/errors.js';
 import { STOCKCTL_VERSION } from '../version.js';
 import type { LatencyBucket, Timeline } from './html-report.js';
 import { LOADTEST_SKU_PREFIX } from './skus.js';
+import {
+  CHAOS_MONKEY_APPLICATION,
+  checkChaosRun,
+  faultCode,
+  newChaosLedger,
+  unleashChaos,
+  workersApplication,
+  type ChaosLedger,
+  type FaultFigures,
+  type Operation,
+} from './chaos.js';
 
 export interface LoadtestConfig {
   buyers: number;
@@ -33,11 +44,27 @@ export interface LoadtestConfig {
   signal?: AbortSignal;
   /** Mix in pays, cancels and a concurrent sweep, with 1-second payment windows. */
   mix?: boolean;
-  onProgress?: (p: { strategy: string; done: number; total: number }) => void;
+  /** `faults`: with --chaos, the kills made so far in this strategy. */
+  onProgress?: (p: { strategy: string; done: number; total: number; faults?: number }) => void;
   /** Where buyers reserve: the engine itself (default), or a server over HTTP (--url). */
   reserve?: (input: ReserveInput) => Promise<ReserveResult>;
   /** --url: the server the buyers were fired at. */
   url?: string;
+  /** --chaos: terminate the run's own backends at random while its buyers run. */
+  chaos?: ChaosConfig;
+}
+
+export interface ChaosConfig {
+  /** Mean time between two kills; each gap is drawn between half and one and a half of it. */
+  intervalMs: number;
+  /**
+   * A pool of its own, closed by the run: the workers' (buyers, pays, cancels, the sweep,
+   * under the run's own application_name) and the monkey's. The pool the run was given
+   * stays the checker's, which is never killed.
+   */
+  openPool(application: string, max: number): Promise<Database>;
+  /** --url: the server's application_name; its backends on this database are killed too. */
+  serverApplication?: string;
 }
 
 export interface LatencySummary {
@@ -71,9 +98,15 @@ export interface StrategyReport {
   first_error?: string;
   /**
    * With --mix: the fate of every winner, from the orders' final state, so that
-   * successes == paid + cancelled + expired_by_sweep + still_pending.
+   * successes == paid + cancelled + expired_by_sweep + still_pending (with --chaos, plus
+   * the reserves that failed by a fault yet committed: faults.committed_unacknowledged).
    */
   mix?: MixFates;
+  /** With --chaos: backends terminated while this strategy ran. */
+  faults_injected?: number;
+  /** With --chaos: operations (reserves, pays, cancels, sweeps) that failed with a killed connection. */
+  failed_by_faults?: number;
+  faults?: FaultFigures;
 }
 
 export interface MixFates {
@@ -126,9 +159,18 @@ export interface LoadtestReport {
     url?: string;
     max_retries: number;
     retry_backoff_ms: number;
+    /**
+     * --chaos: the mean time between kills, and whose backends were killed: `workers`, the
+     * run's own pool (application_name `stockctl-loadtest-<run_id>`), and with --url `server`
+     * (`stockctl-serve`).
+     */
+    chaos?: { interval_ms: number; targets: ('workers' | 'server')[] };
   };
   baseline: BaselineReport;
   strategies: StrategyReport[];
+  /** With --chaos: totals over the strategies. */
+  faults_injected?: number;
+  failed_by_faults?: number;
   /** False when a check failed, and always when the run was interrupted: no verdict then. */
   ok: boolean;
   interrupted: boolean;
@@ -282,9 +324,24 @@ async function orderFates(database: Database, like: string) {
   return f;
 }
 
-async function runStrategy(database: Database, prefix: string, strategy: Strategy, cfg: LoadtestConfig): Promise<StrategyReport> {
-  await createSkus(database, prefix, strategy, cfg);
+/**
+ * The pools a run works on: the checker (set-up, polling, checks) and the workers (buyers,
+ * pays, cancels, the sweep, the bare UPDATE). Without --chaos they are one pool; with it,
+ * the workers have a pool of their own, the monkey one more, and only workers are killed.
+ */
+interface Pools {
+  checker: Database;
+  workers: Database;
+  /** --chaos: the monkey's connection, and whose backends it kills (by application_name). */
+  chaos?: { monkey: Database; targets: { workers: string; server?: string }; intervalMs: number };
+}
+
+async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg: LoadtestConfig): Promise<StrategyReport> {
+  const { checker, workers } = pools;
+  await createSkus(checker, prefix, strategy, cfg);
   const like = `${prefix}${strategy}-%`;
+  // The database's clock, for "orders made since the strategy started" (with --chaos).
+  const [{ since }] = await rows<{ since: string }>(checker.db, sql`SELECT now()::text AS since`);
   let successes = 0;
   let rejections = 0;
   let falseRejections = 0;
@@ -293,27 +350,45 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
   let firstError: string | undefined;
   let unitsSold = 0;
   let latePaysRefused = 0;
+  // With --chaos: what each buyer was told, so that the checks can tell an acknowledged
+  // order (which must exist) from one whose connection was killed (which may or may not).
+  const ledger: ChaosLedger | undefined = pools.chaos ? newChaosLedger() : undefined;
+  const faultCodes: Record<string, number> = {};
   // Anything unexpected (a statement timeout, a dropped connection) is counted and
-  // reported; it never ends the run, whose checks still run.
+  // reported; it never ends the run, whose checks still run. With --chaos, an operation
+  // whose connection was killed is a fault, counted apart (and not tried again).
   const unexpected = (err: unknown) => {
     errors++;
     firstError ??= publicMessage(err);
+  };
+  const failed = (operation: Operation, err: unknown) => {
+    const code = ledger ? faultCode(err) : undefined;
+    if (!ledger || code === undefined) return unexpected(err);
+    ledger.failed[operation]++;
+    faultCodes[code] = (faultCodes[code] ?? 0) + 1;
   };
   // With --mix, winners pay (half), cancel (a quarter) or walk away (a quarter) while a
   // sweeper expires the walk-aways: every path that moves units races every other.
   const afterWin = async (i: number, orderId: string) => {
     const fate = i % 4;
-    try {
-      if (fate <= 1) {
-        await new Promise((resolve) => setTimeout(resolve, fate * 600));
-        const paid = await payOrder(database.db, { order: orderId, actor: cfg.actor });
+    if (fate <= 1) {
+      await new Promise((resolve) => setTimeout(resolve, fate * 600));
+      try {
+        const paid = await payOrder(workers.db, { order: orderId, actor: cfg.actor });
         unitsSold += paid.units_sold;
-      } else if (fate === 2) {
-        await cancelOrder(database.db, { order: orderId, reason: 'loadtest', actor: cfg.actor });
+        ledger?.paid.add(orderId);
+      } catch (err) {
+        if (err instanceof RefusedError) latePaysRefused++;
+        else failed('pay', err);
       }
-    } catch (err) {
-      if (err instanceof RefusedError) latePaysRefused++;
-      else unexpected(err);
+    } else if (fate === 2) {
+      try {
+        await cancelOrder(workers.db, { order: orderId, reason: 'loadtest', actor: cfg.actor });
+        ledger?.cancelled.add(orderId);
+      } catch (err) {
+        if (err instanceof RefusedError) latePaysRefused++;
+        else failed('cancel', err);
+      }
     }
   };
   const skus = Array.from({ length: cfg.skus }, (_, i) => skuFor(prefix, strategy, i));
@@ -322,48 +397,55 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
     while (sweeping && !cfg.signal?.aborted) {
       try {
         // The sweep's own expiry, scoped to this run's SKUs: real orders are never touched.
-        await withConflictRetry(() => transaction(database.db, (tx) => expireOrders(tx, { due: { limit: 50, skus } }, cfg.actor)));
+        await withConflictRetry(() => transaction(workers.db, (tx) => expireOrders(tx, { due: { limit: 50, skus } }, cfg.actor)));
       } catch (err) {
-        unexpected(err);
+        failed('sweep', err);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   })();
+  const monkey = pools.chaos ? unleashChaos(pools.chaos.monkey, pools.chaos.targets, pools.chaos.intervalMs) : undefined;
+  // The monkey stops once the buyers (and their pays and cancels) are done, whatever happened.
   const { durationMs, done, latency_ms, timeline, histogram } = await fire(
     cfg.buyers,
     connectionsFor(cfg),
     async (i, stopClock) => {
       let orderId: string | undefined;
+      const sku = skuFor(prefix, strategy, i % cfg.skus);
       try {
-        const input = { lines: [{ sku: skuFor(prefix, strategy, i % cfg.skus), quantity: cfg.quantity }], strategy, ttlSeconds: cfg.mix ? 1 : 900, actor: cfg.actor };
-        const order = cfg.reserve ? await cfg.reserve(input) : await reserveOrder(database.db, input, cfg.settings);
+        const input = { lines: [{ sku, quantity: cfg.quantity }], strategy, ttlSeconds: cfg.mix ? 1 : 900, actor: cfg.actor };
+        const order = cfg.reserve ? await cfg.reserve(input) : await reserveOrder(workers.db, input, cfg.settings);
         successes++;
         retries += order.retries;
         orderId = order.order_id;
+        ledger?.reserved.add(orderId);
       } catch (err) {
         if (err instanceof StockConflictError) falseRejections++;
-        else if (err instanceof InsufficientStockError) rejections++;
-        else unexpected(err);
+        else if (err instanceof InsufficientStockError) {
+          rejections++;
+          ledger?.refusedSkus.add(sku);
+        } else failed('reserve', err);
       }
       // Latency is the reserve's alone, never the pay's deliberate delay.
       stopClock();
       if (cfg.mix && orderId) await afterWin(i, orderId);
     },
     cfg.signal,
-    (n) => cfg.onProgress?.({ strategy, done: n, total: cfg.buyers }),
-  );
+    (n) => cfg.onProgress?.({ strategy, done: n, total: cfg.buyers, ...(monkey ? { faults: monkey.injected } : {}) }),
+  ).finally(() => monkey?.stop());
+  const tally = await monkey?.stop(); // stopped already: its final tally
   // Walk-aways hold a 1 s window: keep sweeping until they have all lapsed (a few
   // seconds at most), so that every winner has a fate when the run ends.
   const settleBy = Date.now() + 5000;
-  const unsettled = () => orderFates(database, like).then((f) => f.still_pending > 0, (err) => (unexpected(err), false));
+  const unsettled = () => orderFates(checker, like).then((f) => f.still_pending > 0, (err) => (unexpected(err), false));
   while (cfg.mix && !cfg.signal?.aborted && Date.now() < settleBy && (await unsettled())) {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   sweeping = false;
   await sweeper;
-  const violations = await findViolations(database.db, `${prefix}${strategy}-`);
+  const violations = await findViolations(checker.db, `${prefix}${strategy}-`);
   const [units] = await rows<{ reserved: number; stock: number }>(
-    database.db,
+    checker.db,
     sql`SELECT coalesce(sum(reserved_stock), 0)::int AS reserved, coalesce(sum(stock_quantity), 0)::int AS stock
           FROM products WHERE sku LIKE ${like}`,
   );
@@ -372,29 +454,54 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
   if (units.reserved + sold > capacity) {
     violations.push({ kind: 'oversell', message: `${units.reserved} units reserved and ${sold} sold out of ${capacity} in stock` });
   }
-  if (sold !== unitsSold) {
-    violations.push({ kind: 'units_mismatch', message: `${unitsSold} units paid for but on hand fell by ${sold}` });
-  }
-  if (!cfg.mix && units.reserved !== successes * cfg.quantity) {
-    violations.push({ kind: 'units_mismatch', message: `${successes} successful orders but ${units.reserved} units reserved` });
+  // With --chaos, an operation failed by a fault may have committed: the counts below hold
+  // up to those, and checkChaosRun checks them order by order instead.
+  let faults: FaultFigures | undefined;
+  let committedReserves = 0;
+  if (ledger && tally) {
+    const checked = await checkChaosRun(checker, { like, since, quantity: cfg.quantity, mix: Boolean(cfg.mix), ledger, units: { reserved: units.reserved, sold } });
+    violations.push(...checked.violations);
+    committedReserves = checked.committed_unacknowledged.reserves;
+    faults = {
+      killed_busy: tally.killed_busy,
+      by_target: tally.by_target,
+      by_operation: { ...ledger.failed },
+      by_code: faultCodes,
+      committed_unacknowledged: checked.committed_unacknowledged,
+      chaos_errors: tally.errors,
+      ...(tally.first_error ? { first_chaos_error: tally.first_error } : {}),
+    };
+    if (tally.errors > 0) violations.push({ kind: 'chaos_errors', message: `the chaos monkey failed ${tally.errors} time(s): ${tally.first_error}` });
+  } else {
+    if (sold !== unitsSold) {
+      violations.push({ kind: 'units_mismatch', message: `${unitsSold} units paid for but on hand fell by ${sold}` });
+    }
+    if (!cfg.mix && units.reserved !== successes * cfg.quantity) {
+      violations.push({ kind: 'units_mismatch', message: `${successes} successful orders but ${units.reserved} units reserved` });
+    }
   }
   let mix: MixFates | undefined;
   if (cfg.mix) {
-    const fates = await orderFates(database, like);
-    mix = { ...fates, units_sold: unitsSold, late_pays_refused: latePaysRefused };
+    const fates = await orderFates(checker, like);
+    // With --chaos, a pay that failed by a fault may have committed: the units sold are the
+    // shelf's (checkChaosRun proved them equal to the paid orders'), not the acknowledged pays'.
+    mix = { ...fates, units_sold: ledger ? sold : unitsSold, late_pays_refused: latePaysRefused };
     const accounted = fates.paid + fates.cancelled + fates.expired_by_sweep + fates.still_pending;
-    if (accounted !== successes) {
-      violations.push({ kind: 'fates_mismatch', message: `${successes} buyers won but ${accounted} orders exist` });
+    if (accounted !== successes + committedReserves) {
+      const extra = ledger ? ` (and ${committedReserves} committed despite a fault)` : '';
+      violations.push({ kind: 'fates_mismatch', message: `${successes} buyers won${extra} but ${accounted} orders have a fate` });
     }
   }
   // With one unit each, every buyer up to the stock must win. Optimistic locking is the
   // seed design's known weakness here: its false rejections are reported, not hidden.
-  // (With --mix, cancelled and expired units go back on sale, so winners may exceed it.)
-  const expected = !cfg.mix && cfg.quantity === 1 && done === cfg.buyers ? Math.min(cfg.buyers, capacity) : null;
+  // (With --mix, cancelled and expired units go back on sale, so winners may exceed it;
+  // with --chaos, buyers fail from faults: checkChaosRun asserts it per SKU instead.)
+  const expected = !cfg.mix && !ledger && cfg.quantity === 1 && done === cfg.buyers ? Math.min(cfg.buyers, capacity) : null;
   if (expected !== null && strategy !== 'optimistic' && successes !== expected) {
     violations.push({ kind: 'false_rejection', message: `${successes} of ${cfg.buyers} buyers won, expected exactly ${expected}` });
   }
   if (errors > 0) violations.push({ kind: 'errors', message: `${errors} operation(s) failed unexpectedly: ${firstError}` });
+  const failedByFaults = ledger ? Object.values(ledger.failed).reduce((a, b) => a + b, 0) : 0;
   return {
     strategy,
     buyers: done,
@@ -413,6 +520,7 @@ async function runStrategy(database: Database, prefix: string, strategy: Strateg
     histogram,
     violations,
     ...(firstError ? { first_error: firstError } : {}),
+    ...(faults && tally ? { faults_injected: tally.faults_injected, failed_by_faults: failedByFaults, faults } : {}),
   };
 }
 
@@ -490,17 +598,27 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
   const prefix = `${LOADTEST_SKU_PREFIX}${runId}-`;
   const startedAt = new Date().toISOString();
   let failed = false;
+  const opened: Database[] = [];
   try {
+    const pools: Pools = { checker: database, workers: database };
+    if (cfg.chaos) {
+      const workers = workersApplication(runId);
+      opened.push((pools.workers = await cfg.chaos.openPool(workers, connectionsFor(cfg))));
+      const monkey = await cfg.chaos.openPool(CHAOS_MONKEY_APPLICATION, 1);
+      opened.push(monkey);
+      pools.chaos = { monkey, targets: { workers, server: cfg.chaos.serverApplication }, intervalMs: cfg.chaos.intervalMs };
+    }
     const [server] = await rows<{ version: string }>(database.db, sql`SELECT current_setting('server_version') AS version`);
-    const baseline = await measureBareUpdate(database, runId, cfg);
+    const baseline = await measureBareUpdate(pools.workers, runId, cfg);
     const strategies: StrategyReport[] = [];
     for (const strategy of cfg.strategies) {
       if (cfg.signal?.aborted) break;
-      const report = await runStrategy(database, prefix, strategy, cfg);
+      const report = await runStrategy(pools, prefix, strategy, cfg);
       report.ratio_to_bare_update = baseline.throughput_rps > 0 ? Math.round((report.throughput_rps / baseline.throughput_rps) * 100) / 100 : null;
       strategies.push(report);
     }
     const interrupted = Boolean(cfg.signal?.aborted);
+    const total = (figure: (s: StrategyReport) => number | undefined) => strategies.reduce((sum, s) => sum + (figure(s) ?? 0), 0);
     return {
       run_id: runId,
       started_at: startedAt,
@@ -519,9 +637,11 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
         ...(cfg.url ? { url: cfg.url } : {}),
         max_retries: cfg.settings.maxStockRetryAttempts,
         retry_backoff_ms: cfg.settings.stockRetryBackoffMs,
+        ...(pools.chaos ? { chaos: { interval_ms: pools.chaos.intervalMs, targets: pools.chaos.targets.server ? ['workers', 'server'] : ['workers'] } } : {}),
       },
       baseline,
       strategies,
+      ...(pools.chaos ? { faults_injected: total((s) => s.faults_injected), failed_by_faults: total((s) => s.failed_by_faults) } : {}),
       // An interrupted run has measured only part of its buyers: no verdict either way.
       ok: !interrupted && strategies.every((s) => s.violations.length === 0),
       interrupted,
@@ -530,6 +650,7 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
     failed = true;
     throw err;
   } finally {
+    await Promise.all(opened.map((pool) => pool.close().catch(() => {})));
     // A cleanup failure is reported, unless the run itself already failed.
     if (!opts.keep) await removeRuns(database, runId).catch((err) => {
       if (!failed) throw err;

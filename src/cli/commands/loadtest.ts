@@ -1,12 +1,12 @@
 import type { CommandContext } from '../run.js';
 import { InvalidInputError } from '../../errors.js';
-import { parseCount, parseQuantity, parseRetrySetting, parseStockLevel } from '../../engine/input.js';
+import { parseCount, parseQuantity, parseRetrySetting, parseStockLevel, quote } from '../../engine/input.js';
 import { withRetryFlags } from '../../engine/settings.js';
 import { STRATEGIES, type Strategy } from '../../engine/orders.js';
 import { progressMeter } from '../output.js';
-import type { BaselineReport, LoadtestLeftovers, StrategyReport } from '../../loadtest/run.js';
+import type { BaselineReport, ChaosConfig, LoadtestLeftovers, StrategyReport } from '../../loadtest/run.js';
 import type { HttpTarget } from '../../loadtest/http.js';
-import { BARE_UPDATE_LABEL, checkState, count, mixSentence, ms, NONE } from '../../loadtest/format.js';
+import { BARE_UPDATE_LABEL, checkState, count, faultSentence, mixSentence, ms, NONE, plural } from '../../loadtest/format.js';
 
 interface Flags {
   buyers: string;
@@ -24,9 +24,20 @@ interface Flags {
   token?: string;
   report?: string;
   compare?: string[];
+  /** `--chaos` alone is true; `--chaos 50ms` gives the mean time between kills. */
+  chaos?: boolean | string;
 }
 
-const plural = (n: number, one: string, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;
+/** `--chaos [interval]`: the mean time between two kills, `200ms`, `1s`, or bare milliseconds; 10 ms to 60 s. */
+export function parseChaosInterval(raw: boolean | string, fallbackMs: number): number {
+  if (raw === true) return fallbackMs;
+  const found = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(String(raw).trim());
+  const ms = found ? Number(found[1]) * (found[2] === 's' ? 1000 : 1) : NaN;
+  if (!(ms >= 10 && ms <= 60_000)) {
+    throw new InvalidInputError(`Invalid --chaos ${quote(raw)}: give the mean time between two kills, like 200ms or 1s (10ms to 60s).`);
+  }
+  return Math.round(ms);
+}
 
 function describeLeftovers(l: LoadtestLeftovers): string {
   return `${plural(l.skus, 'SKU')}, ${plural(l.orders, 'order')}, ${plural(l.scratch_tables, 'scratch table')}`;
@@ -34,10 +45,11 @@ function describeLeftovers(l: LoadtestLeftovers): string {
 
 export default async function loadtest(ctx: CommandContext, flags: Flags) {
   if (flags.compare) {
-    const given = (['report', 'cleanup', 'url', 'keep', 'mix'] as const).filter((f) => flags[f] !== undefined).map((f) => `--${f}`);
+    const given = (['report', 'cleanup', 'url', 'keep', 'mix', 'chaos'] as const).filter((f) => flags[f] !== undefined).map((f) => `--${f}`);
     return (await import('./loadtest-report.js')).compareRuns(ctx, flags.compare, given);
   }
   if (flags.report !== undefined && flags.cleanup) throw new InvalidInputError('--report goes with a run, not with --cleanup.');
+  if (flags.chaos !== undefined && flags.cleanup) throw new InvalidInputError('--chaos goes with a run, not with --cleanup.');
   const cfg = {
     buyers: parseCount(flags.buyers, '--buyers', 1_000_000),
     stock: parseStockLevel(flags.stock, '--stock'),
@@ -51,6 +63,8 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     mix: Boolean(flags.mix),
   };
   const { connectionsFor, findLeftovers, removeLeftovers, runLoadtest } = await import('../../loadtest/run.js');
+  const chaosModule = flags.chaos === undefined ? undefined : await import('../../loadtest/chaos.js');
+  const chaosIntervalMs = chaosModule && parseChaosInterval(flags.chaos!, chaosModule.DEFAULT_CHAOS_INTERVAL_MS);
   if (flags.cleanup) {
     const database = await ctx.openDb({ application: 'stockctl-loadtest', max: 1 });
     const removed = await removeLeftovers(database);
@@ -82,7 +96,23 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
   } else if (flags.token !== undefined) {
     throw new InvalidInputError('--token goes with --url (a server to fire the buyers at).');
   }
-  const database = await ctx.openDb({ application: 'stockctl-loadtest', max: connections });
+  // With --chaos, this pool is the checker's alone (set-up, checks), never killed: the
+  // buyers get a pool of their own from the run (see ChaosConfig), so two connections do.
+  const database = await ctx.openDb({ application: 'stockctl-loadtest', max: chaosIntervalMs === undefined ? connections : 2 });
+  let chaos: ChaosConfig | undefined;
+  if (chaosModule && chaosIntervalMs !== undefined) {
+    if (database.pooled) {
+      http?.close();
+      throw new InvalidInputError('--chaos needs a direct connection to PostgreSQL: behind a pooler (PgBouncer), a backend serves other clients too.');
+    }
+    const { openDatabase } = await import('../../db/client.js');
+    chaos = {
+      intervalMs: chaosIntervalMs,
+      openPool: (application, max) =>
+        openDatabase({ url: database.url, application, max, statementTimeoutS: ctx.config.statementTimeoutS, prepare: ctx.config.prepare }),
+      ...(http ? { serverApplication: chaosModule.SERVE_APPLICATION } : {}),
+    };
+  }
   const leftovers = await findLeftovers(database);
   if (leftovers.runs.length > 0) {
     ctx.out.note(
@@ -92,13 +122,13 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
   }
   const spinner = ctx.out.spinner('Measuring a bare guarded UPDATE');
   const meters = new Map<string, ReturnType<typeof progressMeter>>();
-  const onProgress = (p: { strategy: string; done: number; total: number }) => {
+  const onProgress = (p: { strategy: string; done: number; total: number; faults?: number }) => {
     if (!meters.has(p.strategy)) meters.set(p.strategy, progressMeter(spinner, p.strategy, p.total));
-    meters.get(p.strategy)?.update(p.done);
+    meters.get(p.strategy)?.update(p.done, p.faults === undefined ? '' : `  ${plural(p.faults, 'backend')} killed`);
   };
   const report = await runLoadtest(
     database,
-    { ...cfg, onProgress },
+    { ...cfg, onProgress, ...(chaos ? { chaos } : {}) },
     { keep: flags.keep },
   ).finally(() => http?.close());
   spinner.stop();
@@ -142,8 +172,16 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
       ctx.out.line(chalk.red(`bare UPDATE: ${plural(report.baseline.errors, 'statement')} failed: ${report.baseline.first_error}`));
     }
     for (const s of report.strategies) {
-      if (s.mix) ctx.out.line(`${s.strategy}: ${mixSentence(s.successes, s.mix)}`);
+      if (s.mix) ctx.out.line(`${s.strategy}: ${mixSentence(s.successes, s.mix, s.faults?.committed_unacknowledged.reserves)}`);
+      if (s.faults) ctx.out.line(`${s.strategy}: ${faultSentence(s)}`);
       for (const v of s.violations) ctx.out.line(chalk.red(`${s.strategy}: ${v.message}`));
+    }
+    if (report.config.chaos && chaosModule) {
+      const whose = [`the run's workers (${chaosModule.workersApplication(report.run_id)})`, ...(http ? [`the server's (${chaosModule.SERVE_APPLICATION})`] : [])];
+      ctx.out.line(
+        `Chaos: ${plural(report.faults_injected ?? 0, 'backend')} of ${whose.join(' and ')} terminated ` +
+          `(about one every ${count(report.config.chaos.interval_ms)} ms), ${plural(report.failed_by_faults ?? 0, 'operation')} failed by them.`,
+      );
     }
     if (report.interrupted) {
       const done = report.strategies.map((s) => `${s.strategy} ${count(s.buyers)}`).join(', ');
