@@ -24,6 +24,8 @@ type Env = NodeJS.ProcessEnv;
 export interface Config {
   /** --database-url or DATABASE_URL; undefined means the embedded server. */
   databaseUrl: string | undefined;
+  /** STOCKCTL_LISTEN_URL: the session live stock listens on, when DATABASE_URL is a pooler in transaction mode. */
+  listenUrl: string | undefined;
   embedded: EmbeddedPlace;
   actor: string;
   statementTimeoutS: number;
@@ -48,9 +50,11 @@ const set = (env: Env, name: string): string | undefined => {
 
 export function loadConfig(flags: ConfigFlags, env: Env = process.env): Config {
   const databaseUrl = flags.databaseUrl || set(env, 'DATABASE_URL');
+  const listenUrl = set(env, 'STOCKCTL_LISTEN_URL');
   const settings = settingsOf(env);
   return {
     databaseUrl: databaseUrl ? checkDatabaseUrl(databaseUrl) : undefined,
+    listenUrl: listenUrl ? checkListenUrl(listenUrl) : undefined,
     embedded: embeddedPlace(env),
     actor: actorOf(flags, env),
     statementTimeoutS: statementTimeout(env),
@@ -60,6 +64,14 @@ export function loadConfig(flags: ConfigFlags, env: Env = process.env): Config {
     paymentWindows: paymentWindowsOf(env, settings),
     thresholds: thresholdsOf(env),
   };
+}
+
+function checkListenUrl(url: string): string {
+  try {
+    return checkDatabaseUrl(url);
+  } catch {
+    throw new InvalidInputError('STOCKCTL_LISTEN_URL is not a PostgreSQL URL; use one like postgres://user@db-host:5432/shop.');
+  }
 }
 
 /** Where the embedded server lives; also what the test suite uses for its own. */
@@ -111,8 +123,11 @@ function prepareStatements(env: Env): boolean {
 
 /** A setting in whole minutes, 1 minute to 366 days. */
 function wholeMinutes(raw: string, name: string): number {
-  const minutes = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
-  checkDuration(minutes * 60, name, raw, ` (1 to ${MAX_DURATION_S / 60} minutes)`);
+  const most = MAX_DURATION_S / 60;
+  // 1.5 or 90s is not out of range but not minutes at all: say so, not "must be between".
+  if (!/^\d+$/.test(raw.trim())) throw new InvalidInputError(`Invalid ${name} ${quote(raw)}: must be a whole number of minutes, from 1 to ${most}.`);
+  const minutes = Number(raw);
+  checkDuration(minutes * 60, name, raw, ` (1 to ${most} minutes)`);
   return minutes;
 }
 
@@ -136,13 +151,19 @@ function settingsOf(env: Env): Settings {
 
 /**
  * "name=duration,..." (PAYMENT_TIMEOUTS, PRIORITY_WINDOWS): durations as --ttl takes them.
- * A bad entry is exit 2 naming it; blank entries (a trailing comma) are ignored.
+ * A bad entry is exit 2 naming it; so is an empty one (`card=15m,,bank=1d`, a trailing
+ * comma), which is most often a variable that was meant to fill it and was not set.
  */
 function windowTable(env: Env, name: string, example: string, opts: { refuseDefault?: string } = {}): Map<string, number> {
   const table = new Map<string, number>();
   const raw = set(env, name);
   if (raw === undefined) return table;
-  for (const entry of raw.split(',').map((e) => e.trim()).filter(Boolean)) {
+  const entries = raw.split(',').map((e) => e.trim());
+  const empty = entries.indexOf('');
+  if (empty >= 0) {
+    throw new InvalidInputError(`${name} entry ${empty + 1} of ${entries.length} is empty (${quote(raw)}): remove the extra comma, or give the entry, like ${example}.`);
+  }
+  for (const entry of entries) {
     const bad = (why: string) => new InvalidInputError(`${name} entry ${quote(entry)}: ${why}.`);
     const eq = entry.indexOf('=');
     if (eq < 0) throw bad(`use NAME=DURATION, like ${example}`);

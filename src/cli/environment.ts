@@ -14,6 +14,8 @@ export const ENVIRONMENT: [name: string, what: string][] = [
   ['STOCKCTL_ACTOR', 'who is recorded with every change (default: the OS user); --actor overrides it'],
   ['STOCKCTL_STATEMENT_TIMEOUT', `longest a statement may run or a transaction sit idle (default ${DEFAULT_STATEMENT_TIMEOUT_S}s)`],
   ['STOCKCTL_PREPARE', '0: no named prepared statements (PgBouncer in transaction mode)'],
+  ['STOCKCTL_LISTEN_URL', 'serve and stock --watch: PostgreSQL itself (or a session-mode pool) for live stock, when DATABASE_URL is PgBouncer in transaction mode'],
+  ['STOCKCTL_TOKEN', 'loadtest --url: the API token (role shop or above) when --token is not given'],
   ['CLEANUP_INTERVAL_MINUTES', `how often \`sweep --every\` sweeps when given no interval (default ${DEFAULT_CLEANUP_INTERVAL_MINUTES})`],
   ['PAYMENT_TIMEOUT_MINUTES', `reservation window for new orders (default ${DEFAULT_SETTINGS.paymentTimeoutMinutes}) unless PAYMENT_TIMEOUTS sets one; --ttl overrides it`],
   ['PAYMENT_TIMEOUTS', 'window per payment method, e.g. "card=15m,bank_transfer=3d,default=15m" (reserve --payment-method)'],

@@ -45,9 +45,13 @@ interface Policy {
   remedy?: { text: string; code: string };
   /** Timed out, exit 7 with code `timeout`: the whole sentence. */
   timeout?: string;
+  /** With `unavailable`: what to do, where checking the URL and the server is not it. */
+  advice?: string;
 }
 
 const UNREACHABLE: Policy = { unavailable: 'is unavailable' };
+/** The server is there and the URL right: a session ended, a restart or a failover under way. */
+const GOING_AWAY: Policy = { unavailable: 'is unavailable', advice: '; retry shortly (a restart or failover is over within seconds)' };
 
 const POLICIES: Record<string, Policy> = {
   // Transaction conflicts: safe to run again.
@@ -68,10 +72,10 @@ const POLICIES: Record<string, Policy> = {
   },
   // Connecting, or the session went away under us.
   '08': UNREACHABLE, // connection_exception (class)
-  '57P0': UNREACHABLE, // 57P01 terminated by an administrator, 57P02 crash shutdown, 57P04 database dropped
+  '57P0': GOING_AWAY, // 57P01 terminated by an administrator, 57P02 crash shutdown, 57P04 database dropped
   '55000': { unavailable: 'is not accepting connections (ALLOW_CONNECTIONS false?)' }, // object_not_in_prerequisite_state
   // A standby: after a failover, a session still on the old primary, now demoted.
-  '25006': { unavailable: 'is read-only (a standby, after a failover?)' },
+  '25006': { unavailable: 'is read-only (a standby, after a failover?)', advice: GOING_AWAY.advice },
   '28': { unavailable: 'rejected the credentials' }, // invalid_authorization (class)
   '3D000': { unavailable: 'has no such database' },
   // A stockctl table is missing: a database made (or restored) since the schema check.
@@ -139,8 +143,8 @@ export function toDomainError(err: unknown, where?: string): unknown {
     const target = where ? ` at ${where}` : '';
     const { unavailable, remedy, waitForSlot } = found.policy;
     if (remedy) return new DatabaseUnavailableError(`The database${target} ${unavailable} (${publicMessage(err)}): ${remedy.text}.`, remedy.code);
-    const why = found.policy === UNREACHABLE ? `${unavailable} (${found.code})` : unavailable;
-    const advice = waitForSlot ? '' : '; check DATABASE_URL and that the server is running, then retry';
+    const why = found.policy === UNREACHABLE || found.policy === GOING_AWAY ? `${unavailable} (${found.code})` : unavailable;
+    const advice = found.policy.advice ?? (waitForSlot ? '' : '; check DATABASE_URL and that the server is running, then retry');
     return new DatabaseUnavailableError(`The database${target} ${why}${advice}.`);
   }
   return err;

@@ -1,5 +1,5 @@
 /**
- * The `batched` strategy (SPEC section 8). A hot stock row is locked from its UPDATE to
+ * The `batched` strategy. A hot stock row is locked from its UPDATE to
  * its commit, so one buyer per statement caps a flash sale at one commit per buyer. Here
  * the single-line reservations that arrive while a batch is in flight wait, and go
  * together as the next batch: one statement locks its rows (in SKU order) and writes all
@@ -11,6 +11,10 @@
  * refusal naming the shortage when the units left after the buyers before it are fewer
  * than it asked for. A batch that fails for an unexpected reason is retried buyer by
  * buyer, so one bad request never fails the others.
+ *
+ * A stock row that another session holds (a pay, a `stock adjust`, another process's
+ * batch) never holds up the other SKUs of the lane: the lane's batches pass over it
+ * (SKIP LOCKED), and its buyers wait for it apart, on the pool, up to the lock deadline.
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
@@ -37,16 +41,35 @@ export const BATCH_LANES = 2;
 interface Waiting {
   input: ReserveInput;
   settings: Settings;
+  /** When it came, counted per lane: buyers set aside keep their order. */
+  arrival: number;
   resolve(result: ReserveResult): void;
   reject(err: unknown): void;
 }
+
+const skuOf = (w: Waiting) => w.input.lines[0].sku;
+
+/**
+ * How a batch takes its stock rows. `skip`, in the lane: a row that another session holds
+ * is passed over (SKIP LOCKED) and its buyers set aside, so that it never holds up the
+ * other SKUs of the lane. `wait`, set aside: the buyers of that one SKU wait for its row,
+ * up to the lock deadline (then each gets the lock-timeout error).
+ */
+type LockMode = 'skip' | 'wait';
 
 /** One batcher per lane of a pool: its queue, and whether a batch is in flight. */
 class Batcher {
   private readonly queue: Waiting[] = [];
   private inFlight = false;
+  private arrivals = 0;
   /** False once the server refused this lane its connection: batches then use the pool. */
   private ownConnection = true;
+  /**
+   * SKUs whose row another session held when a batch came to it, each with its buyers in
+   * arrival order. They wait for the row on the pool, apart from the lane; a new buyer of
+   * such a SKU joins them, and once none is left the SKU is back in the lane.
+   */
+  private readonly aside = new Map<string, Waiting[]>();
 
   constructor(
     private readonly db: Db,
@@ -66,7 +89,10 @@ class Batcher {
 
   submit(input: ReserveInput, settings: Settings): Promise<ReserveResult> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ input, settings, resolve, reject });
+      const w: Waiting = { input, settings, arrival: this.arrivals++, resolve, reject };
+      const waiting = this.aside.get(skuOf(w));
+      if (waiting) return void waiting.push(w);
+      this.queue.push(w);
       this.pump();
     });
   }
@@ -75,17 +101,25 @@ class Batcher {
     if (this.inFlight || this.queue.length === 0) return;
     this.inFlight = true;
     const batch = this.queue.splice(0, MAX_BATCH);
-    void this.run(batch).finally(() => {
+    void this.run(batch, 'skip').finally(() => {
       this.inFlight = false;
       this.pump();
     });
   }
 
-  private async run(batch: Waiting[]): Promise<void> {
+  /** A batch: in the lane (`skip`), or the buyers of one SKU set aside (`wait`). Never throws. */
+  private async run(batch: Waiting[], mode: LockMode): Promise<void> {
     // A ref already used (one query for the batch), or twice in this batch: the order is
     // made once, and the others go alone after it, where they replay it (or conflict).
+    // A lone buyer set aside goes alone, which looks its ref up itself.
     const refs = batch.flatMap((w) => (w.input.ref ? [w.input.ref] : []));
-    const seen = new Set(refs.length > 0 && batch.length > 1 ? await usedRefs(this.db, refs) : []);
+    let seen: Set<string>;
+    try {
+      seen = new Set(refs.length > 0 && (batch.length > 1 || mode === 'skip') ? await usedRefs(this.db, refs) : []);
+    } catch (err) {
+      for (const w of batch) w.reject(err);
+      return;
+    }
     const now: Waiting[] = [];
     const after: Waiting[] = [];
     for (const w of batch) {
@@ -95,20 +129,26 @@ class Batcher {
         now.push(w);
       }
     }
-    if (now.length === 1) await settle(now[0], () => reserveAlone(this.db, now[0].input, now[0].settings));
-    else if (now.length > 1) await this.together(now);
+    if (now.length === 1 && mode === 'wait') await settle(now[0], () => reserveAlone(this.db, now[0].input, now[0].settings));
+    else if (now.length > 0) await this.together(now, mode, after);
     await Promise.all(after.map((w) => settle(w, () => reserveAlone(this.db, w.input, w.settings))));
   }
 
-  /** Several buyers in one transaction; anything unexpected sends each one alone. */
-  private async together(batch: Waiting[]): Promise<void> {
+  /**
+   * Several buyers in one statement (or a lone one in the lane, which must not wait for a
+   * row either); anything unexpected sends each one alone. Buyers of a row held elsewhere
+   * are set aside, and so are those of `after` that follow them.
+   */
+  private async together(batch: Waiting[], mode: LockMode, after: Waiting[]): Promise<void> {
+    // A lone buyer goes on the pool: a single CLI `reserve` opens no lane connection.
+    const on = () => (mode === 'wait' || batch.length === 1 ? this.db : this.connection());
     let outcome: BatchOutcome;
     try {
-      outcome = await withConflictRetry(() => reserveTogether(this.connection(), batch));
+      outcome = await withConflictRetry(() => reserveTogether(on(), batch, mode));
     } catch (err) {
       // The lane's connection could not be opened (a full server): nothing was sent, and
       // this lane's batches go through the pool from now on.
-      if (this.laneRefused(err)) return this.together(batch);
+      if (this.laneRefused(err)) return this.together(batch, mode, after);
       // Only a statement the server refused is known to have written nothing: then each
       // buyer tries alone. A lost connection or a timeout may have committed the batch, and
       // trying again would reserve twice for buyers without a ref: they all get the error.
@@ -119,17 +159,20 @@ class Batcher {
       await Promise.all(batch.map((w) => settle(w, () => reserveAlone(this.db, w.input, w.settings))));
       return;
     }
+    const held = batch.filter((_, i) => 'held' in outcome[i]);
+    if (held.length > 0) this.setAside(held, after);
     // Whether expired orders still hold a short SKU: asked once per SKU, not per buyer
     // (in a sold-out flash sale nearly every buyer of a batch is short).
     const expiredHolds = new Map<string, Promise<boolean>>();
     const holdsExpired = (sku: string) => {
-      let held = expiredHolds.get(sku);
-      if (!held) expiredHolds.set(sku, (held = holdsExpiredReservations(this.db, [sku])));
-      return held;
+      let holds = expiredHolds.get(sku);
+      if (!holds) expiredHolds.set(sku, (holds = holdsExpiredReservations(this.db, [sku])));
+      return holds;
     };
     await Promise.all(
       batch.map((w, i) => {
         const result = outcome[i];
+        if ('held' in result) return;
         if ('created' in result) return w.resolve(result.created);
         // Not served by this batch: an unknown SKU (its own error), or a shortage that
         // an expired holder may be keeping, or that another buyer may have ended since:
@@ -141,6 +184,35 @@ class Batcher {
         });
       }),
     );
+  }
+
+  /**
+   * Buyers whose stock row another session holds: they, the buyers of their SKUs in
+   * `after` and in the lane's queue (all of which came later), wait for it apart.
+   */
+  private setAside(held: Waiting[], after: Waiting[]): void {
+    const skus = new Set(held.map(skuOf));
+    const takeFrom = (list: Waiting[]) => {
+      const taken = list.filter((w) => skus.has(skuOf(w)));
+      if (taken.length > 0) list.splice(0, list.length, ...list.filter((w) => !skus.has(skuOf(w))));
+      return taken;
+    };
+    const moving = [...held, ...takeFrom(after), ...takeFrom(this.queue)].sort((a, b) => a.arrival - b.arrival);
+    for (const sku of skus) {
+      const buyers = moving.filter((w) => skuOf(w) === sku);
+      const waiting = this.aside.get(sku);
+      if (waiting) waiting.push(...buyers);
+      else {
+        this.aside.set(sku, buyers);
+        void this.drainAside(sku, buyers);
+      }
+    }
+  }
+
+  /** The buyers of a SKU set aside, batch after batch in arrival order; then the SKU is back in the lane. */
+  private async drainAside(sku: string, waiting: Waiting[]): Promise<void> {
+    while (waiting.length > 0) await this.run(waiting.splice(0, MAX_BATCH), 'wait');
+    this.aside.delete(sku);
   }
 }
 
@@ -158,18 +230,25 @@ async function settle(w: Waiting, work: () => Promise<ReserveResult>): Promise<v
   }
 }
 
-type BatchOutcome = ({ created: ReserveResult } | { short: { sku: string; requested: number; available: number } } | { alone: true })[];
+type BatchOutcome = (
+  | { created: ReserveResult }
+  | { short: { sku: string; requested: number; available: number } }
+  | { alone: true }
+  /** Its stock row was held by another session (`skip` only): set aside. */
+  | { held: true }
+)[];
 
 /**
  * The batch as one statement: lock its stock rows in the canonical order (products, then
  * variants, each by SKU), serve its buyers in arrival order while the units last
  * (a running sum per SKU), and write every served buyer's order, line, reservation and
- * ledger row. The lock is held for that one statement only. What the statement did not
- * serve is sorted out here, buyer by buyer, in arrival order: a buyer that still fits
+ * ledger row. The lock is held for that one statement only; with `skip`, a row another
+ * session holds is not waited for, and its buyers come back `held`. What the statement did
+ * not serve is sorted out here, buyer by buyer, in arrival order: a buyer that still fits
  * the units left after the buyers before it (one came after a larger buyer who did not
  * fit) goes alone; the others are refused with what was left for them.
  */
-async function reserveTogether(db: Tx, batch: Waiting[]): Promise<BatchOutcome> {
+async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promise<BatchOutcome> {
   const lines = batch.map((w) => w.input.lines[0]);
   const buyers = batch.map(({ input, settings }, seq) => ({
     seq,
@@ -185,7 +264,14 @@ async function reserveTogether(db: Tx, batch: Waiting[]): Promise<BatchOutcome> 
     order_item_id: randomUUID(),
     reservation_id: randomUUID(),
   }));
-  const result = await applyStockChangesFrom<{ seq: number; avail: number | null; paymentExpiresAt: string | null; total: number | null }>(
+  const lock = sql.raw(mode === 'skip' ? 'FOR NO KEY UPDATE SKIP LOCKED' : 'FOR NO KEY UPDATE');
+  const result = await applyStockChangesFrom<{
+    seq: number;
+    avail: number | null;
+    held: boolean;
+    paymentExpiresAt: string | null;
+    total: number | null;
+  }>(
     db,
     {
       before: sql`req AS (
@@ -197,10 +283,10 @@ async function reserveTogether(db: Tx, batch: Waiting[]): Promise<BatchOutcome> 
           SELECT sku, stock_quantity - reserved_stock AS avail FROM products p
            WHERE sku IN (SELECT sku FROM req)
              AND NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
-           ORDER BY sku FOR NO KEY UPDATE
+           ORDER BY sku ${lock}
         ), lv AS (
           SELECT sku, stock_quantity - reserved_stock AS avail FROM product_variants
-           WHERE sku IN (SELECT sku FROM req) ORDER BY sku FOR NO KEY UPDATE
+           WHERE sku IN (SELECT sku FROM req) ORDER BY sku ${lock}
         ), stock AS (
           SELECT * FROM lp UNION ALL SELECT * FROM lv
         ), cum AS (
@@ -236,7 +322,10 @@ async function reserveTogether(db: Tx, batch: Waiting[]): Promise<BatchOutcome> 
                  li.sku, li.quantity, o.payment_expires_at
             FROM li JOIN o USING (order_id)
         )`,
-      select: sql`SELECT c.seq, st.avail, o.payment_expires_at AS "paymentExpiresAt", o.total::float8 AS total
+      // No stock row locked for a buyer: an unknown SKU, or (SKIP LOCKED) a row held elsewhere.
+      select: sql`SELECT c.seq, st.avail,
+                         CASE WHEN st.avail IS NULL THEN EXISTS (SELECT 1 FROM stock_items s WHERE s.sku = c.sku) ELSE false END AS held,
+                         o.payment_expires_at AS "paymentExpiresAt", o.total::float8 AS total
                     FROM cum c LEFT JOIN stock st USING (sku) LEFT JOIN o USING (order_id)
                    ORDER BY c.seq`,
     },
@@ -244,6 +333,7 @@ async function reserveTogether(db: Tx, batch: Waiting[]): Promise<BatchOutcome> 
   const left = new Map<string, number>();
   return result.map((row): BatchOutcome[number] => {
     const buyer = buyers[row.seq];
+    if (row.avail === null && row.held && mode === 'skip') return { held: true };
     if (row.avail === null) return { alone: true }; // no such stock row: its own error, alone
     const units = left.get(buyer.sku) ?? row.avail;
     if (row.paymentExpiresAt !== null) {

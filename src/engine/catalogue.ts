@@ -7,7 +7,7 @@ import { MAX_QUANTITY } from './input.js';
 import {
   applyStockChanges,
   availableUnits,
-  firstProductWithVariants,
+  productWithVariants,
   lockStockRow,
   readStockRows,
   unknownSku,
@@ -145,12 +145,8 @@ export async function listStock(db: Db, input: ListStockInput = {}): Promise<Sto
     const known = new Set(found.map((r) => r.sku));
     const missing = input.skus.filter((s) => !known.has(s));
     // Not found as a stock row, though the product exists: say where its stock is.
-    const parent = missing.length > 0 ? await firstProductWithVariants(db, missing) : undefined;
-    if (parent) {
-      throw new NotFoundError(`SKU "${parent}" is a product with variants, which hold its stock; ask for one of its variant SKUs instead.`, 'sku_not_found', {
-        sku: parent,
-      });
-    }
+    const parent = missing.length > 0 ? await productWithVariants(db, missing) : undefined;
+    if (parent) throw parent;
     if (missing.length === 1) throw unknownSku(missing[0]);
     if (missing.length > 1) {
       throw new NotFoundError(`No stock rows have SKUs ${missing.map((s) => `"${s}"`).join(', ')}.`, 'sku_not_found', {

@@ -16,12 +16,26 @@ const ECHO_MAX = 40;
 const escapeControl = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 /**
+ * Length in characters as a reader counts them (Unicode code points): an emoji is one, not
+ * the two UTF-16 units of String#length. JSON Schema's maxLength counts the same way, so the
+ * CLI and the HTTP API agree on every limit.
+ */
+export function characterCount(text: string): number {
+  let count = 0;
+  for (const _ of text) count++;
+  return count;
+}
+
+/** The first `max` characters (code points: a surrogate pair is never cut in half). */
+const firstCharacters = (text: string, max: number) => (text.length <= max ? text : Array.from(text).slice(0, max).join(''));
+
+/**
  * A user's value as it is safe to echo in a message: JSON-quoted (so control characters
  * show as escapes, never raw), and cut to about 40 characters with "…".
  */
 export function quote(raw: unknown): string {
   const text = String(raw);
-  const cut = text.length > ECHO_MAX ? `${text.slice(0, ECHO_MAX)}…` : text;
+  const cut = characterCount(text) > ECHO_MAX ? `${firstCharacters(text, ECHO_MAX)}…` : text;
   return JSON.stringify(cut).replace(CONTROL_CHARACTERS, escapeControl);
 }
 
@@ -34,7 +48,7 @@ export const escapeControls = (text: string) => text.replace(CONTROL_CHARACTERS,
  */
 export function printable(line: string): string {
   const body = line.replace(/\n$/, '');
-  const safe = body.replace(CONTROL_CHARACTERS, escapeControl).replace(/[^\s'"]{41,}/g, (word) => `${word.slice(0, ECHO_MAX)}…`);
+  const safe = body.replace(CONTROL_CHARACTERS, escapeControl).replace(/[^\s'"]{41,}/gu, (word) => `${firstCharacters(word, ECHO_MAX)}…`);
   return body === line ? safe : `${safe}\n`;
 }
 
@@ -159,7 +173,9 @@ export function parseOrderLines(raws: string[]): OrderLine[] {
  */
 export function parseText(raw: string | undefined, what: string, max = 500): string | undefined {
   if (raw === undefined) return undefined;
-  if (raw.length > max) throw new InvalidInputError(`The ${what} is too long (${raw.length} characters; at most ${max}).`);
+  // String#length counts UTF-16 units: only text longer than `max` of them can be too long.
+  const length = raw.length > max ? characterCount(raw) : raw.length;
+  if (length > max) throw new InvalidInputError(`The ${what} is too long (${length} characters; at most ${max}).`);
   const control = CONTROL_CHARACTER.exec(raw);
   if (control) {
     throw new InvalidInputError(
@@ -187,9 +203,20 @@ export function parseOrderKey(raw: string): string {
   return parseKey(raw, 'order id or ref');
 }
 
-/** An order's external reference (`reserve --ref`). */
+/**
+ * An order's external reference (`reserve --ref`, the Idempotency-Key). Not the start of an
+ * order id (8+ hex digits, as `bd72aa06`): `pay bd72aa06` would then mean two orders, and the
+ * ref would win over the order whose id starts so. A whole UUID is fine (clients make their
+ * keys so): an order id written in full wins over a ref spelled the same (see findOrder).
+ */
 export function parseRef(raw: string): string {
-  return parseKey(raw, 'ref');
+  const ref = parseKey(raw, 'ref');
+  if (!isUuid(ref) && uuidPrefixRange(ref)) {
+    throw new InvalidInputError(
+      `Invalid ref ${quote(ref)}: it looks like the start of an order id (8 or more hex digits), which order lookups would also match; add a letter or a prefix that is not hex, like cart-${firstCharacters(ref, 20)}.`,
+    );
+  }
+  return ref;
 }
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

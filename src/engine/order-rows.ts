@@ -36,11 +36,14 @@ export const ORDER_COLUMNS = sql.raw(`order_id AS "orderId", ref, customer_id AS
   total::float8 AS total, reserve_attempts AS "reserveAttempts", strategy,
   payment_method AS "paymentMethod", payment_window_seconds AS "paymentWindowSeconds", priority`);
 
-const orderByKey = (key: string) => (isUuid(key) ? sql`(order_id = ${key}::uuid OR ref = ${key})` : sql`ref = ${key}`);
+// A whole id matches one order by id and perhaps another by ref: the id wins.
+const orderByKey = (key: string) =>
+  isUuid(key) ? sql`(order_id = ${key}::uuid OR ref = ${key}) ORDER BY order_id = ${key}::uuid DESC LIMIT 1` : sql`ref = ${key}`;
 
 /**
  * Find an order by id, ref, or a unique id prefix of at least 8 hex digits (an exact id
- * or ref wins over a prefix); with `lock`, hold its row until the transaction ends.
+ * wins over a ref, and either over a prefix; new refs never look like a prefix, see
+ * parseRef); with `lock`, hold its row until the transaction ends.
  */
 export async function findOrder(tx: Tx, key: string, opts: { lock?: boolean } = {}): Promise<OrderRow> {
   const select = (where: SQL) =>

@@ -5,7 +5,8 @@
  */
 import { sql } from 'drizzle-orm';
 import { array, rows, type Tx } from '../db/query.js';
-import { applyStockChanges, type MovementKind } from './stock.js';
+import { RefusedError } from '../errors.js';
+import { applyStockChanges, lockStockRows, type MovementKind, type StockChange } from './stock.js';
 
 export interface ReservationRow {
   reservationId: string;
@@ -73,19 +74,54 @@ async function moveReservedUnits(
   how: { stockSign: number; kind: MovementKind; reason: string | null; actor: string },
 ) {
   if (reservations.length === 0) return;
-  await applyStockChanges(
-    tx,
-    reservations.map((r) => ({
-      sku: r.sku,
-      stockDelta: how.stockSign * r.quantity,
-      reservedDelta: -r.quantity,
-      kind: how.kind,
-      orderId: r.orderId,
-      reservationId: r.reservationId,
-      reason: how.reason,
-    })),
-    how.actor,
-  );
+  const moves: StockChange[] = reservations.map((r) => ({
+    sku: r.sku,
+    stockDelta: how.stockSign * r.quantity,
+    reservedDelta: -r.quantity,
+    kind: how.kind,
+    orderId: r.orderId,
+    reservationId: r.reservationId,
+    reason: how.reason,
+  }));
+  await applyStockChanges(tx, [...moves, ...(await unheldUnits(tx, reservations, how.stockSign < 0))], how.actor, { locked: true });
+}
+
+/**
+ * A counter changed outside stockctl can hold fewer reserved units than the reservations
+ * moved off it (`verify` names such a SKU): releasing them takes reserved_stock down to 0,
+ * not through its CHECK, with a `repair` ledger row for the units it no longer held, so that
+ * such an order can still be cancelled or expired. A sale also needs its units on hand: if
+ * they are gone, it is refused. Locks the rows (canonical order) for the change that follows.
+ */
+async function unheldUnits(tx: Tx, reservations: ReservationRow[], sale: boolean): Promise<StockChange[]> {
+  const moving = new Map<string, { units: number; orders: Set<string> }>();
+  for (const r of reservations) {
+    const m = moving.get(r.sku) ?? { units: 0, orders: new Set<string>() };
+    m.units += r.quantity;
+    m.orders.add(r.orderId);
+    moving.set(r.sku, m);
+  }
+  const repairs: StockChange[] = [];
+  for (const row of await lockStockRows(tx, [...moving.keys()])) {
+    const { units, orders } = moving.get(row.sku)!;
+    if (sale && row.stockQuantity < units) {
+      throw new RefusedError(
+        `Cannot sell ${units} unit(s) of ${row.sku}: only ${row.stockQuantity} on hand, fewer than its active reservations hold (its stock was changed outside stockctl); put the units back on hand, or cancel the order.`,
+        'reservations_exceed_on_hand',
+        { sku: row.sku, stock_quantity: row.stockQuantity, requested: units },
+      );
+    }
+    if (row.reservedStock >= units) continue;
+    repairs.push({
+      sku: row.sku,
+      stockDelta: 0,
+      reservedDelta: units - row.reservedStock,
+      kind: 'repair',
+      orderId: orders.size === 1 ? [...orders][0] : null,
+      reason: `reserved_stock held ${row.reservedStock} of the ${units} unit(s) released (changed outside stockctl)`,
+    });
+  }
+  return repairs;
 }
 
 export type ExpiryTarget = { orderIds: string[] } | { due: { limit: number; skus?: string[] } };

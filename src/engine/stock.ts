@@ -6,7 +6,7 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import { array, rows, type Tx } from '../db/query.js';
-import { NotFoundError, RefusedError, type Shortage } from '../errors.js';
+import { NotFoundError, type Shortage } from '../errors.js';
 import type { OrderLine } from './input.js';
 import { STOCK_CHANNEL } from './stock-events.js';
 
@@ -85,7 +85,7 @@ export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]>
   return [...products, ...variants];
 }
 
-/** Lock one stock row, or fail naming the SKU: exit 5 for a product whose stock its variants hold, else exit 4. */
+/** Lock one stock row, or fail naming the SKU (exit 4; a product with variants is named with them). */
 export async function lockStockRow(tx: Tx, sku: string): Promise<StockRow> {
   const [row] = await lockStockRows(tx, [sku]);
   if (!row) {
@@ -105,25 +105,34 @@ export async function explainUnknownSkus(tx: Tx, skus: string[]): Promise<never>
   }).withRemedy('list_stock');
 }
 
-/** The first of these SKUs (in SKU order) that names a product with variants: no stock row, its variants hold its stock. */
-export async function firstProductWithVariants(tx: Tx, skus: string[]): Promise<string | undefined> {
-  const [parent] = await rows<{ sku: string }>(
+/** Variants named in the message of a product with variants; `--json` has them all. */
+const VARIANTS_NAMED = 10;
+
+/**
+ * The first of these SKUs (in SKU order) that names a product with variants (no stock row
+ * of its own, its variants hold its stock) as the error saying so, or undefined.
+ */
+export async function productWithVariants(tx: Tx, skus: string[]): Promise<NotFoundError | undefined> {
+  const [parent] = await rows<{ sku: string; variants: string[] }>(
     tx,
-    sql`SELECT p.sku FROM products p WHERE p.sku = ANY(${array(skus)}::text[])
-          AND EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
-        ORDER BY p.sku LIMIT 1`,
+    sql`SELECT p.sku, array(SELECT v.sku FROM product_variants v WHERE v.product_id = p.product_id ORDER BY v.sku) AS variants
+          FROM products p WHERE p.sku = ANY(${array(skus)}::text[])
+           AND EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
+         ORDER BY p.sku LIMIT 1`,
   );
-  return parent?.sku;
+  if (!parent) return undefined;
+  const { sku, variants } = parent;
+  const named = variants.slice(0, VARIANTS_NAMED).join(', ') + (variants.length > VARIANTS_NAMED ? `, and ${variants.length - VARIANTS_NAMED} more` : '');
+  // Not found, as `stock HOODIE` and GET /stock/HOODIE say: the SKU names no stock row.
+  return new NotFoundError(`SKU "${sku}" is a product with variants, which hold its stock (${named}); use one of those SKUs.`, 'sku_not_found', {
+    sku,
+    variants,
+  });
 }
 
-/** A product with variants has no stock of its own: its variants hold it (exit 5). */
 async function refuseProductsWithVariants(tx: Tx, skus: string[]): Promise<void> {
-  const parent = await firstProductWithVariants(tx, skus);
-  if (parent) {
-    throw new RefusedError(`SKU "${parent}" is a product with variants, which hold its stock; use one of its variant SKUs instead.`, 'sku_has_variants', {
-      sku: parent,
-    });
-  }
+  const parent = await productWithVariants(tx, skus);
+  if (parent) throw parent;
 }
 
 export function unknownSku(sku: string): NotFoundError {
@@ -169,7 +178,7 @@ export async function applyStockChanges(
   tx: Tx,
   changes: StockChange[],
   actor: string,
-  opts: { guard?: boolean } = {},
+  opts: { guard?: boolean; locked?: boolean } = {},
 ): Promise<AppliedRow[]> {
   return applyStockChangesThen<AppliedRow>(tx, changes, actor, opts, {
     with: sql``,
@@ -282,14 +291,21 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
           ${update('products', 'p', 'NULL::uuid', 'AND NOT EXISTS (SELECT 1 FROM product_variants pv WHERE pv.product_id = p.product_id)')}
         ), uv AS (
           ${update('product_variants', 'v', 'v.variant_id')}
+        ), changed AS (
+          SELECT * FROM up UNION ALL SELECT * FROM uv
+        ), listening AS (
+          -- Asked once, after a row changed (this transaction has its id by then), with a
+          -- snapshot of its own: why that loses no change is in src/engine/stock-events.ts.
+          SELECT stock_listening() AS yes FROM (SELECT 1 FROM changed LIMIT 1) one
         ), done AS (
-          -- Each changed row is announced, as a stock --json item, to LISTEN on STOCK_CHANNEL;
-          -- PostgreSQL delivers it only if and when this transaction commits.
-          SELECT c.*, pg_notify(${STOCK_CHANNEL}::text, json_build_object(
+          -- While someone listens, each changed row is announced, as a stock --json item, to
+          -- LISTEN on STOCK_CHANNEL; PostgreSQL delivers it only if and when this commits.
+          -- Nobody listening, no NOTIFY: a notifying commit takes a lock every other one waits for.
+          SELECT c.*, CASE WHEN l.yes THEN pg_notify(${STOCK_CHANNEL}::text, json_build_object(
                    'sku', c.sku, 'name', c.name, 'stock_quantity', c.stock_quantity,
                    'reserved_stock', c.reserved_stock, 'available', c.stock_quantity - c.reserved_stock,
-                   'version', c.version, 'in_stock', c.in_stock)::text) AS notified
-            FROM (SELECT * FROM up UNION ALL SELECT * FROM uv) c
+                   'version', c.version, 'in_stock', c.in_stock)::text) END AS notified
+            FROM changed c CROSS JOIN listening l
         ), mv AS (
           INSERT INTO stock_movements
                  (product_id, variant_id, sku, kind, stock_delta, reserved_delta, order_id, reservation_id, actor, reason)

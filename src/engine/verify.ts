@@ -1,10 +1,11 @@
 /**
- * The invariants of SPEC section 5, checked with SQL against the whole database (or the
- * SKUs under a prefix, for the loadtest). Each problem names its SKU or order.
+ * Every invariant between counters, reservations, orders and the ledger, checked with SQL
+ * against the whole database (or the SKUs under a prefix, for the loadtest). Each problem
+ * names its SKU or order.
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import { execute, likePrefix, rows, transaction, type Tx } from '../db/query.js';
+import { array, execute, likePrefix, rows, transaction, type Tx } from '../db/query.js';
 import { applyStockChanges, lockStockRow } from './stock.js';
 
 export interface Violation {
@@ -12,7 +13,20 @@ export interface Violation {
   sku?: string;
   order_id?: string;
   message: string;
+  /** `reservations_exceed_on_hand`: the orders holding the SKU, oldest first (at most HOLDERS_LISTED). */
+  holders?: Holder[];
 }
+
+/** An order holding units of a SKU through its active reservations. */
+export interface Holder {
+  order_id: string;
+  ref: string | null;
+  quantity: number;
+}
+
+/** Holders listed per SKU in `--json`; the message names the first HOLDERS_NAMED. */
+const HOLDERS_LISTED = 1000;
+const HOLDERS_NAMED = 5;
 
 export interface StockAudit {
   sku: string;
@@ -38,11 +52,68 @@ export async function auditStock(db: Db | Tx, skuPrefix?: string): Promise<Stock
   );
 }
 
+/**
+ * The orders holding these SKUs through active reservations, oldest first, and how many
+ * orders hold each SKU in all.
+ */
+async function holdersOf(db: Db | Tx, skus: string[]): Promise<Map<string, { holders: Holder[]; total: number }>> {
+  const bySku = new Map<string, { holders: Holder[]; total: number }>();
+  if (skus.length === 0) return bySku;
+  const found = await rows<Holder & { sku: string; total: number }>(
+    db,
+    sql`SELECT sku, order_id, ref, quantity, total FROM (
+          SELECT r.sku, r.order_id, o.ref, sum(r.quantity)::int AS quantity,
+                 count(*) OVER (PARTITION BY r.sku)::int AS total,
+                 row_number() OVER (PARTITION BY r.sku ORDER BY min(r.reserved_at), r.order_id) AS n
+            FROM stock_reservations r JOIN orders o ON o.order_id = r.order_id
+           WHERE r.status = 'active' AND r.sku = ANY(${array(skus)}::text[])
+           GROUP BY r.sku, r.order_id, o.ref) h
+         WHERE n <= ${HOLDERS_LISTED}
+         ORDER BY sku, n`,
+  );
+  for (const { sku, total, ...holder } of found) {
+    const entry = bySku.get(sku) ?? { holders: [], total };
+    entry.holders.push(holder);
+    bySku.set(sku, entry);
+  }
+  return bySku;
+}
+
+/**
+ * Units held by active reservations but gone from the shelf: no counter can be right, so
+ * `--repair` cannot fix it. Says what will: the units put back, or orders holding them cancelled.
+ */
+function reservationsExceedOnHand(a: StockAudit, held: { holders: Holder[]; total: number } | undefined): Violation {
+  const holders = held?.holders ?? [];
+  const total = held?.total ?? 0;
+  const short = a.active_reserved - a.stock_quantity;
+  const named = holders.slice(0, HOLDERS_NAMED).map((h) => h.order_id).join(' ');
+  const more =
+    total > HOLDERS_NAMED
+      ? ` (${HOLDERS_NAMED} of the ${total} orders holding it; \`stockctl verify --json\` lists ${total > HOLDERS_LISTED ? `the first ${HOLDERS_LISTED}` : 'them all'} under "holders")`
+      : '';
+  return {
+    kind: 'reservations_exceed_on_hand',
+    sku: a.sku,
+    message:
+      `${a.sku}: active reservations hold ${a.active_reserved} unit(s) but only ${a.stock_quantity} ${a.stock_quantity === 1 ? 'is' : 'are'} on hand ` +
+      `(reserved_stock ${a.reserved_stock}), so reserved_stock cannot be brought in line. ` +
+      `If the units are there, put them back on the books: \`stockctl stock set ${a.sku} ${a.active_reserved}\`; ` +
+      `if they are gone, cancel orders holding at least ${short} of them: \`stockctl cancel ${named}\`${more}. ` +
+      `Then run \`stockctl verify --repair\`.`,
+    holders,
+  };
+}
+
 export async function findViolations(db: Db | Tx, skuPrefix?: string): Promise<Violation[]> {
   const violations: Violation[] = [];
-  for (const a of await auditStock(db, skuPrefix)) {
+  const audits = await auditStock(db, skuPrefix);
+  const overcommitted = audits.filter((a) => a.active_reserved > a.stock_quantity);
+  const holders = await holdersOf(db, overcommitted.map((a) => a.sku));
+  for (const a of audits) {
     const v = (kind: string, message: string) => violations.push({ kind, sku: a.sku, message: `${a.sku}: ${message}` });
-    if (a.reserved_stock !== a.active_reserved)
+    if (a.active_reserved > a.stock_quantity) violations.push(reservationsExceedOnHand(a, holders.get(a.sku)));
+    else if (a.reserved_stock !== a.active_reserved)
       v('reserved_vs_reservations', `reserved_stock ${a.reserved_stock} but active reservations hold ${a.active_reserved}`);
     if (a.reserved_stock !== a.ledger_reserved)
       v('reserved_vs_ledger', `reserved_stock ${a.reserved_stock} but the ledger sums to ${a.ledger_reserved}`);
@@ -113,7 +184,8 @@ export async function repairCounters(db: Db, actor: string, skuPrefix?: string):
       }
       const correction = a.active_reserved - a.reserved_stock;
       // Units held by pending orders but gone from the shelf: no counter can be right;
-      // record the drift and leave the SKU to a person (it stays in `remaining`).
+      // record the drift and leave the SKU to a person (`reservations_exceed_on_hand`
+      // stays in `remaining`, saying what to do).
       if (correction !== 0 && a.active_reserved <= a.stock_quantity) {
         await applyStockChanges(
           tx,
@@ -122,7 +194,8 @@ export async function repairCounters(db: Db, actor: string, skuPrefix?: string):
         );
         repair.reserved_correction = correction;
       }
-      if (repair.recorded_drift || correction !== 0) repairs.push(repair);
+      // Only what was written: a SKU left to a person is no repair.
+      if (repair.recorded_drift || repair.reserved_correction !== 0) repairs.push(repair);
     });
   }
   return repairs;

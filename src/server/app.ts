@@ -4,7 +4,7 @@
  * app that turns any error into a problem document, as src/cli/run.ts turns it into an
  * exit code.
  */
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import Fastify, { errorCodes, LogController, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type postgres from 'postgres';
@@ -14,8 +14,8 @@ import type { Settings } from '../engine/settings.js';
 import type { PaymentWindowPolicy } from '../engine/windows.js';
 import { STOCKCTL_VERSION } from '../version.js';
 import { authenticator, type RequireRole } from './auth.js';
-import type { StockEvents } from '../engine/stock-events.js';
-import { HttpProblem, MAX_PARAM_LENGTH, sendProblem } from './problems.js';
+import type { StockFeed } from '../engine/stock-events.js';
+import { clientErrorResponse, HttpProblem, MAX_PARAM_LENGTH, sendProblem } from './problems.js';
 import { logRequest } from './log.js';
 import { Problem, StockItem } from './schemas.js';
 import { metaRoutes } from './routes/meta.js';
@@ -28,10 +28,12 @@ export const BODY_LIMIT = 64 * 1024;
 /** What every route plugin is handed: the app's options, and its helpers. */
 export interface ServerContext extends Omit<AppOptions, 'logStream'> {
   requireRole: RequireRole;
-  /** Register for "the listener was lost and is back: re-read"; returns the unsubscribe. */
-  onResync(fn: () => void): () => void;
-  /** An open stream to end at shutdown; returns the function to call when it ends by itself. */
-  trackStream(end: () => void): () => void;
+  /**
+   * Take one of the --max-streams places for an event stream, with how to end it at
+   * shutdown; returns the function that gives the place back when it ends, or undefined
+   * when every place is taken.
+   */
+  trackStream(end: () => void): (() => void) | undefined;
 }
 
 export interface AppOptions {
@@ -41,7 +43,10 @@ export interface AppOptions {
   /** PAYMENT_TIMEOUTS and PRIORITY_WINDOWS, as src/cli/config.ts read them. */
   paymentWindows: PaymentWindowPolicy;
   strategy: Strategy;
-  events: StockEvents;
+  /** Live stock changes (GET /stock/events). */
+  feed: StockFeed;
+  /** At most this many event streams at once (`serve --max-streams`). */
+  maxStreams: number;
   /** Before any request that reads or writes: may the database be used (the embedded cluster's identity)? */
   checkDatabase?: () => Promise<void>;
   /** Where the JSON request log goes (stderr); false for none. */
@@ -50,10 +55,26 @@ export interface AppOptions {
 
 export interface StockctlApp {
   app: FastifyInstance;
-  /** Tell SSE clients to re-read (after the LISTEN connection came back). */
-  resync(): void;
   /** End every open event stream, so that a graceful close is not held open by them. */
   endStreams(): void;
+}
+
+/**
+ * The first field of a parsed body that could reach an object's prototype if merged
+ * (`__proto__`, or `constructor` holding `prototype`), as a dotted path (`items.0.__proto__`).
+ */
+function prototypeField(value: unknown): string | undefined {
+  const stack: { node: unknown; path: string }[] = [{ node: value, path: '' }];
+  while (stack.length > 0) {
+    const { node, path } = stack.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    const at = (key: string) => (path ? `${path}.${key}` : key);
+    if (Object.hasOwn(node, '__proto__')) return at('__proto__');
+    const ctor = (node as Record<string, unknown>).constructor;
+    if (Object.hasOwn(node, 'constructor') && ctor !== null && typeof ctor === 'object' && Object.hasOwn(ctor, 'prototype')) return at('constructor');
+    for (const [key, child] of Object.entries(node).reverse()) stack.push({ node: child, path: at(key) });
+  }
+  return undefined;
 }
 
 export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
@@ -82,6 +103,16 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
       sendProblem(reply, request, err);
       logRequest(request, reply.statusCode, reply.elapsedTime);
     },
+    // Refused by Node's HTTP parser before there is a request (a 100,000-character URL is
+    // a 431): a problem document too, and a log line, never Fastify's own JSON.
+    clientErrorHandler(this: FastifyInstance, err, socket) {
+      const answer = clientErrorResponse(err, socket);
+      if (answer) {
+        socket.write(answer.raw);
+        this.log.info({ status: answer.status, code: answer.code }, 'request refused before routing');
+      }
+      socket.destroy(err);
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   await app.register(swagger, {
@@ -102,6 +133,23 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
   // Bodies are JSON only: Fastify's own text/plain parser would let a JSON text through
   // as a string (a 422 then), where any other media type is a 415.
   app.removeContentTypeParser('text/plain');
+  // JSON with a "__proto__" (or "constructor.prototype") key is valid JSON with a field no
+  // route takes: 422 naming it, where Fastify's parser called it "not valid JSON" (400).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = String(body).replace(/^\uFEFF/, '');
+    if (text.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined);
+    let value: unknown;
+    try {
+      value = JSON.parse(text); // "__proto__" becomes an own property here, never the prototype
+    } catch {
+      return done(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY(), undefined);
+    }
+    const field = prototypeField(value);
+    if (field === undefined) return done(null, value);
+    const message = `unknown field "${field}"`;
+    done(new HttpProblem(422, 'invalid_input', `Invalid request body: ${message}.`, { errors: [{ field, message }] }), undefined);
+  });
   app.addSchema(Problem);
   app.addSchema(StockItem);
   // A route without query parameters of its own takes none: an unknown one is a 422, as
@@ -112,22 +160,21 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
   });
 
   const streams = new Set<() => void>();
-  const resyncs = new Set<() => void>();
   const context: ServerContext = {
     db: opts.db,
     sql: opts.sql,
     settings: opts.settings,
     paymentWindows: opts.paymentWindows,
     strategy: opts.strategy,
-    events: opts.events,
+    feed: opts.feed,
+    maxStreams: opts.maxStreams,
     requireRole: authenticator(opts.db),
-    onResync(fn) {
-      resyncs.add(fn);
-      return () => resyncs.delete(fn);
-    },
     trackStream(end) {
-      streams.add(end);
-      return () => streams.delete(end);
+      if (streams.size >= opts.maxStreams) return undefined;
+      // Its own function, so that the same `end` twice holds two places.
+      const place = () => end();
+      streams.add(place);
+      return () => streams.delete(place);
     },
   };
 
@@ -151,9 +198,6 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
 
   return {
     app,
-    resync: () => {
-      for (const fn of resyncs) fn();
-    },
     endStreams: () => {
       for (const end of [...streams]) end();
     },

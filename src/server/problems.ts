@@ -3,6 +3,7 @@
  * document whose `code` is the CLI's error code, and whose status follows from the CLI's
  * exit code, as src/cli/run.ts maps the same errors to exit codes.
  */
+import http from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { StockctlError, type Remedy } from '../errors.js';
 import { publicMessage, sqlState, toDomainError } from '../db/errors.js';
@@ -16,11 +17,13 @@ const TITLES: Record<number, string> = {
   401: 'Authentication required',
   403: 'Forbidden',
   404: 'Not found',
+  408: 'Request timeout',
   409: 'Conflict with the current state',
   413: 'Request body too large',
   414: 'URI too long',
   415: 'Unsupported media type',
   422: 'Invalid input',
+  431: 'Request header fields too large',
   500: 'Internal error',
   503: 'Service unavailable',
 };
@@ -171,6 +174,27 @@ export function toProblem(err: unknown, instance?: string): { doc: ProblemDocume
     headers: {},
     internal: true,
   };
+}
+
+/**
+ * What Node's HTTP parser refused before there was a request to route (a URL or headers
+ * over its limit, a request that is not HTTP, one that never finished arriving): the raw
+ * response to write to the socket, a problem document like every other answer; undefined
+ * when the client is gone.
+ */
+export function clientErrorResponse(err: NodeJS.ErrnoException, socket: { destroyed: boolean; writable: boolean }): { status: number; code: string; raw: string } | undefined {
+  if (err.code === 'ECONNRESET' || socket.destroyed || !socket.writable) return undefined;
+  const [status, code, detail] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', `The request line and headers are larger than ${Math.round(http.maxHeaderSize / 1024)} KiB (a URL that long?); no route takes a URL or header that large.`]
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'The request did not arrive in time; send it again.']
+        : [400, 'malformed_request', 'The request is not valid HTTP/1.1.'];
+  const body = JSON.stringify(problemDocument(status, code, detail));
+  const raw =
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/problem+json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return { status, code, raw };
 }
 
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: unknown): FastifyReply {

@@ -61,7 +61,8 @@ export const ReserveBody = Type.Object(
 export const ReserveHeaders = Type.Object(
   {
     authorization: Type.Optional(Type.String()),
-    'idempotency-key': Type.Optional(text(200, "the order's ref: the same key again returns the same order (200)")),
+    // Node hands header bytes over one per character: 200 characters of UTF-8 are up to 800.
+    'idempotency-key': Type.Optional(text(800, "the order's ref, at most 200 characters of UTF-8: the same key again returns the same order (200)")),
   },
   { additionalProperties: true },
 );
@@ -221,8 +222,17 @@ export const StockQuery = Type.Object(
 );
 export const StockList = Type.Object({ items: Type.Array(Type.Ref('StockItem')) });
 export const EventsQuery = Type.Object(
-  { sku: Type.Optional(Type.Union([Sku, Type.Array(Sku, { maxItems: 100 })], { description: 'only changes of these SKUs' })) },
+  { sku: Type.Optional(Type.Union([Sku, Type.Array(Sku, { maxItems: 100 })], { description: 'only these SKUs: their snapshot, and their changes' })) },
   strict,
+);
+export const EventsHeaders = Type.Object(
+  {
+    authorization: Type.Optional(Type.String()),
+    'last-event-id': Type.Optional(
+      Type.String({ maxLength: 100, description: 'the id of the last event received (EventSource sends it when it reconnects): resume after it' }),
+    ),
+  },
+  { additionalProperties: true },
 );
 
 export const Health = Type.Object({ status: Type.String(), strategy: Type.Optional(Type.String()), version: Type.Optional(Type.String()) });

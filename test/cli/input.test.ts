@@ -234,7 +234,7 @@ describe('support: --customer and order id prefixes (item 12)', () => {
     expect(cancelled).toMatchObject({ code: 0, stderr: '', stdout: `cancelled  ${b.order_id.slice(0, 10)}: released 1 unit(s)\n` });
   });
 
-  it('an ambiguous prefix is exit 2 naming the matches; no match is exit 4; an exact ref wins', async () => {
+  it('an ambiguous prefix is exit 2 naming the matches; no match is exit 4; an exact ref wins (refs like a prefix are refused now)', async () => {
     const ids = ['abcdef01-0000-4000-8000-000000000001', 'abcdef01-0000-4000-8000-000000000002'];
     for (const id of ids) {
       await t.sql`INSERT INTO orders (order_id, status, payment_status, cancelled_at) VALUES (${id}, 'cancelled', 'void', now())`;
@@ -254,8 +254,11 @@ describe('support: --customer and order id prefixes (item 12)', () => {
     const short = await t.cli(['orders', 'show', 'abcdef0']);
     expect(short).toMatchObject({ code: 4, stderr: 'error: No order has id or ref "abcdef0".\n' });
 
-    const byRef = await reserve('--ref', 'abcdef01');
+    // A new ref may not look like an id prefix; one stored before that rule still wins over the prefix.
+    expect((await t.cli(['reserve', `${SKU}:1`, '--ref', 'abcdef01'])).code).toBe(2);
+    const byRef = 'abcdef01-0000-4000-8000-0000000000ff';
+    await t.sql`INSERT INTO orders (order_id, ref, status, payment_status, cancelled_at) VALUES (${byRef}, 'abcdef01', 'cancelled', 'void', now())`;
     const exact = await t.cliJson<{ order_id: string }>(['orders', 'show', 'abcdef01']);
-    expect(exact).toMatchObject({ code: 0, json: { order_id: byRef.order_id } });
+    expect(exact).toMatchObject({ code: 0, json: { order_id: byRef } });
   });
 });

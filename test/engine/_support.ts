@@ -1,6 +1,6 @@
 /**
  * Shared pieces of the engine tests: separate connection pools for real concurrency,
- * outcome bookkeeping, simulated passage of time, and the SPEC section 5 invariants
+ * outcome bookkeeping, simulated passage of time, and the invariants `verify` checks
  * as SQL.
  */
 import postgres from 'postgres';
@@ -161,7 +161,7 @@ export async function expireNow(sql: postgres.Sql, orderIds?: string[]): Promise
 }
 
 /**
- * Every invariant of SPEC section 5 (and a few more that follow from section 2), as SQL.
+ * Every invariant `verify` checks (and a few more that follow from how the engine works), as SQL.
  * Returns one line per violation; [] means the database is consistent.
  */
 export async function invariantViolations(sql: postgres.Sql): Promise<string[]> {

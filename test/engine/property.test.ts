@@ -2,7 +2,7 @@
  * Property-based: random sequences of reserve / pay / cancel / extend / time passing /
  * sweep / stock adjustments over three SKUs (two products and a variant). Before each
  * step the expected answer is worked out from the database; after each step every
- * invariant of SPEC section 5 must hold.
+ * invariant that `verify` checks must hold.
  *
  * Time passing is simulated, not waited for: an order's window (and its reservations'
  * expiry) is moved into the past, which is exactly what the clock would do.

@@ -170,20 +170,19 @@ describe('stock set and stock adjust', () => {
     expect(await stockRow('ADJ')).toEqual({ stock_quantity: 1_000_000, reserved_stock: 3, version: 2 });
   });
 
-  it('a product whose variants hold its stock is named as such by set and adjust (exit 5), as by reserve', async () => {
+  it('a product whose variants hold its stock names no stock row: not found (exit 4) naming its variants, for set, adjust, reserve and stock alike', async () => {
     await addProduct('PARENT', 'Parent', 0);
     await addProduct('PARENT-S', 'Parent S', 2, ['--parent', 'PARENT']);
-    for (const args of [['stock', 'set', 'PARENT', '5'], ['stock', 'adjust', 'PARENT', '+5'], ['reserve', 'PARENT:1']]) {
+    await addProduct('PARENT-M', 'Parent M', 2, ['--parent', 'PARENT']);
+    const message = 'SKU "PARENT" is a product with variants, which hold its stock (PARENT-M, PARENT-S); use one of those SKUs.';
+    for (const args of [['stock', 'set', 'PARENT', '5'], ['stock', 'adjust', 'PARENT', '+5'], ['reserve', 'PARENT:1'], ['stock', 'PARENT']]) {
       const res = await t.cliJson(args);
-      expect(res, args.join(' ')).toMatchObject({ code: 5, json: { error: { code: 'sku_has_variants', sku: 'PARENT' } } });
+      expect(res, args.join(' ')).toMatchObject({
+        code: 4,
+        json: { error: { code: 'sku_not_found', message, sku: 'PARENT', variants: ['PARENT-M', 'PARENT-S'] } },
+      });
     }
     expect((await t.cli(['stock', 'set', 'NO-SUCH', '5'])).code).toBe(4);
-    // Looking it up finds no stock row of its own (exit 4), and says where its stock is.
-    const shown = await t.cliJson(['stock', 'PARENT']);
-    expect(shown).toMatchObject({
-      code: 4,
-      json: { error: { code: 'sku_not_found', message: 'SKU "PARENT" is a product with variants, which hold its stock; ask for one of its variant SKUs instead.' } },
-    });
   });
 
   it("refuses `stock`'s own --low and --watch after set or adjust (exit 2) instead of ignoring them", async () => {

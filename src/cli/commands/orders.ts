@@ -170,11 +170,12 @@ export async function cancel(
     already_cancelled: count('already_cancelled'),
     failed,
     results,
-    // A failure is also the one JSON error every command gives (SPEC 3): the first order
+    // A failure is also the one JSON error every command gives: the first order
     // with the worst exit code, the command's own.
     ...(failed > 0 ? { error: commandError(results, worst) } : {}),
   };
-  ctx.out.result(summary, () => {
+  // The cancels are committed: the report must get out whatever its size (a stream, never one string).
+  await ctx.out.result(summary, () => {
     const { chalk } = ctx.out;
     if (orders.length === 0) ctx.out.note('Nothing to cancel: the list of orders is empty.');
     for (const r of results) {
@@ -231,7 +232,7 @@ export async function list(ctx: CommandContext, flags: { status?: string; custom
   if (page.next_cursor !== null && !ctx.out.json) {
     ctx.out.note(`More orders match than the ${orders.length} shown; raise --limit, or add --cursor ${page.next_cursor} for the next page.`);
   }
-  ctx.out.result(page, () => {
+  await ctx.out.result(page, () => {
     if (orders.length === 0) return ctx.out.line('No orders match.');
     ctx.out.line(
       ctx.out.table(

@@ -10,6 +10,7 @@ interface Flags {
   strategy: Strategy;
   pool: string;
   grace: string;
+  maxStreams: string;
 }
 
 function parsePort(raw: string): number {
@@ -24,7 +25,7 @@ function parseHost(raw: string): string {
 
 /**
  * `stockctl serve`. It owns its shutdown: SIGTERM and SIGINT drain the server and exit 0
- * (SPEC section 7), where other commands exit 130 / 143, so the runner's handlers go.
+ * (the server's contract), where other commands exit 130 / 143, so the runner's handlers go.
  */
 export default async function serveCommand(ctx: CommandContext, flags: Flags) {
   const options = {
@@ -34,6 +35,7 @@ export default async function serveCommand(ctx: CommandContext, flags: Flags) {
     pool: parseCount(flags.pool, '--pool', 500),
     sweepEveryMs: flags.sweepEvery === undefined ? undefined : parseDuration(flags.sweepEvery, '--sweep-every') * 1000,
     graceMs: parseDuration(flags.grace, '--grace') * 1000,
+    maxStreams: parseCount(flags.maxStreams, '--max-streams', 100_000),
   };
   process.removeAllListeners('SIGINT');
   process.removeAllListeners('SIGTERM');
@@ -49,13 +51,14 @@ export default async function serveCommand(ctx: CommandContext, flags: Flags) {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const database = await ctx.openDb({ application: 'stockctl-serve', max: options.pool, lockTimeoutMs: 10_000, watchIdentity: true });
+  const database = await ctx.openDb({ application: 'stockctl-serve', max: options.pool, watchIdentity: true });
   const { serve } = await import('../../server/serve.js');
   await serve({
     database,
     settings: ctx.config.settings,
     paymentWindows: ctx.config.paymentWindows,
     actor: ctx.config.actor,
+    listenUrl: ctx.config.listenUrl,
     stop: stop.signal,
     ...options,
     onListening: (address) => {

@@ -19,7 +19,14 @@ export default async function verify(ctx: CommandContext, flags: { repair?: bool
       if (r.reserved_correction) parts.push(`corrected reserved by ${r.reserved_correction > 0 ? '+' : ''}${r.reserved_correction}`);
       ctx.out.line(`${chalk.green('repaired')} ${r.sku}: ${parts.join('; ')}`);
     }
-    if (flags.repair) ctx.out.line(ok ? chalk.green('All repaired.') : chalk.red(`${remaining.length} problem(s) need a person: see above.`));
+    if (flags.repair && ok) ctx.out.line(chalk.green('All repaired.'));
+    else if (flags.repair && repairs.length === 0) ctx.out.line(chalk.red(`${remaining.length} problem(s) need a person: see above.`));
+    else if (flags.repair) {
+      // Some were repaired: say which problems are left, each with what to do.
+      ctx.out.line('Left for a person:');
+      for (const v of remaining) ctx.out.line(`${chalk.red('✗')} ${v.message}`);
+      ctx.out.line(chalk.red(`${remaining.length} problem(s) need a person.`));
+    }
     else ctx.out.line(`${found.length} problem(s). Run \`stockctl verify --repair\` to fix counters through the ledger.`);
   });
   return ok ? 0 : 6;

@@ -7,6 +7,12 @@ import { STOCKCTL_VERSION } from '../../version.js';
 import type { ServerContext } from '../app.js';
 import { Health, problems, Ready } from '../schemas.js';
 
+/** Does a session of this pool take writes (not a standby, not a primary held read-only)? */
+async function acceptsWrites(sql: ServerContext['sql']): Promise<boolean> {
+  const [row] = await sql<{ read_only: string }[]>`SELECT current_setting('transaction_read_only') AS read_only`;
+  return row.read_only === 'off';
+}
+
 /** A readiness probe answers quickly, database or not. */
 const READY_TIMEOUT_MS = 2000;
 
@@ -26,7 +32,11 @@ export const metaRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
         timer = setTimeout(() => reject(new DatabaseUnavailableError(`The database did not answer within ${READY_TIMEOUT_MS} ms.`)), READY_TIMEOUT_MS);
       });
       try {
-        const state = await Promise.race([schemaState(ctx.sql), timeout]);
+        const [state, writable] = await Promise.race([Promise.all([schemaState(ctx.sql), acceptsWrites(ctx.sql)]), timeout]);
+        if (!writable) {
+          // Mid-failover a promoted node stays read-only for a few seconds: not ready to take orders.
+          throw new DatabaseUnavailableError('The database is read-only (a standby, or a new primary not yet taking writes after a failover).');
+        }
         if (!state.migrated) {
           throw new DatabaseUnavailableError(
             `The database schema is not migrated (${state.applied} of ${state.expected} migrations applied); run \`stockctl migrate\`.`,

@@ -42,6 +42,17 @@ function utf8Header(value: string, name: string): string {
   }
 }
 
+/**
+ * The one Idempotency-Key of a request. Node joins repeated headers with ", ", which would
+ * make two keys one ref ("dup-a, dup-b"): two of them are refused instead.
+ */
+function idempotencyKey(request: { headers: Record<string, unknown>; raw: { rawHeaders: string[] } }): string | undefined {
+  const sent = request.raw.rawHeaders.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'idempotency-key').length;
+  if (sent > 1) throw new InvalidInputError(`The request has ${sent} Idempotency-Key headers; send exactly one (its value is the order's ref).`);
+  const key = request.headers['idempotency-key'];
+  return typeof key === 'string' ? key : undefined;
+}
+
 const security = [{ bearer: [] }];
 
 /** Pay and cancel may be sent without a body (curl -X DELETE): that is the empty object. */
@@ -70,7 +81,7 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
     },
     async (request, reply) => {
       const body = request.body;
-      const key = request.headers['idempotency-key'];
+      const key = idempotencyKey(request);
       const window = resolvePaymentWindow(ctx.paymentWindows, {
         paymentMethod: body.payment_method,
         priority: body.priority,
