@@ -19,9 +19,21 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
   });
 }
 
+/** Documents still being written in chunks, as the reader takes them (src/cli/json-stream.ts). */
+const unfinished = new Set<Promise<void>>();
+
+/** Every exit first waits for `writing`; one that failed makes a successful exit 1. */
+export function finishBeforeExit(writing: Promise<void>): void {
+  unfinished.add(writing);
+  const settle = () => unfinished.delete(writing);
+  writing.then(settle, settle);
+}
+
 export async function exitWhenFlushed(code: number): Promise<never> {
+  const written = await Promise.allSettled([...unfinished]);
+  const failed = written.some((w) => w.status === 'rejected');
   await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-  process.exit(code);
+  process.exit(failed && code === 0 ? 1 : code);
 }
 
 /**

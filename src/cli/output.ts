@@ -6,6 +6,8 @@
 import { createRequire } from 'node:module';
 import type { ChalkInstance } from 'chalk';
 import { colourRefused } from './config.js';
+import { finishBeforeExit } from './exit.js';
+import { writeJsonDocument } from './json-stream.js';
 
 // cli-table3 is CommonJS and only needed for tables: loaded on first use.
 const require = createRequire(import.meta.url);
@@ -18,8 +20,12 @@ export interface Output {
   /** May we draw spinners and progress on stderr? */
   interactive: boolean;
   chalk: ChalkInstance;
-  /** Write the result: JSON document in --json mode, else call the human renderer. */
-  result(value: unknown, human: () => void): void;
+  /**
+   * Write the result: JSON document in --json mode, else call the human renderer. A large
+   * document goes out in chunks as the reader takes them; the promise says when all of it
+   * has been handed to stdout (and the process never exits before that, awaited or not).
+   */
+  result(value: unknown, human: () => void): Promise<void>;
   /** A line of data on stdout. */
   line(text?: string): void;
   /** A diagnostic on stderr (never in quiet mode). */
@@ -143,8 +149,15 @@ export async function createOutput(flags: { json?: boolean; verbose?: boolean; q
     interactive,
     chalk,
     result(value, human) {
-      if (json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-      else human();
+      if (!json) {
+        human();
+        return Promise.resolve();
+      }
+      // Never one string: a document over V8's longest string (about 512 MiB) would fail
+      // to print after the command had committed its work.
+      const writing = writeJsonDocument(process.stdout, value);
+      finishBeforeExit(writing);
+      return writing;
     },
     line(text = '') {
       process.stdout.write(`${text}\n`);

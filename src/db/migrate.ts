@@ -3,6 +3,7 @@
  * silently skips a migration older than the newest applied one; this runner holds an
  * advisory lock on one dedicated connection and refuses to skip anything.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type postgres from 'postgres';
@@ -22,11 +23,20 @@ interface JournalEntry {
 }
 
 let knownMigrations: readonly JournalEntry[] | undefined;
+let knownHashes: ReadonlyMap<number, string> | undefined;
 
 /** The migrations this build knows, read once: they cannot change while it runs (`/readyz` asks on every probe). */
 export function readJournal(): readonly JournalEntry[] {
   knownMigrations ??= JSON.parse(readFileSync(`${MIGRATIONS_FOLDER}/meta/_journal.json`, 'utf8')).entries as JournalEntry[];
   return knownMigrations;
+}
+
+/** Each known migration's hash as drizzle records it (sha256 of its SQL file), by its `when`; read once. */
+function migrationHashes(): ReadonlyMap<number, string> {
+  knownHashes ??= new Map(
+    readJournal().map((e) => [e.when, createHash('sha256').update(readFileSync(`${MIGRATIONS_FOLDER}/${e.tag}.sql`, 'utf8')).digest('hex')]),
+  );
+  return knownHashes;
 }
 
 export interface MigrationPlan {
@@ -38,30 +48,59 @@ export interface SchemaState {
   migrated: boolean;
   applied: number;
   expected: number;
-  /** Migrations recorded in the database that this stockctl does not know (a newer version ran). */
+  /** Migrations recorded in the database that this stockctl does not know: always 0, since schemaState refuses such a database. */
   unknown: number;
 }
 
-async function appliedMillis(sql: postgres.Sql): Promise<Set<number>> {
+/** The migrations recorded in the database: each one's `when` (drizzle's `created_at`) and hash. */
+async function appliedMigrations(sql: postgres.Sql): Promise<Map<number, string>> {
   try {
-    const rows = await sql<{ created_at: string }[]>`select created_at from drizzle.__drizzle_migrations`;
-    return new Set(rows.map((r) => Number(r.created_at)));
+    const rows = await sql<{ created_at: string; hash: string }[]>`select created_at, hash from drizzle.__drizzle_migrations`;
+    return new Map(rows.map((r) => [Number(r.created_at), r.hash]));
   } catch (err) {
     // 42P01 undefined_table, 3F000 invalid_schema_name: nothing was ever migrated.
     const code = (err as { code?: string }).code;
-    if (code === '42P01' || code === '3F000') return new Set();
+    if (code === '42P01' || code === '3F000') return new Map();
     throw err;
   }
 }
 
-/** How far the database's schema is from this build's migrations (one cheap query). */
+/**
+ * A database this build must not touch: one migrated by a newer stockctl (it records a
+ * migration this build does not know), or one whose applied migration differs from this
+ * build's file of the same name (its hash does not match: changed by hand, or by another
+ * build). Exit 7 / 503, as a schema not yet migrated is.
+ */
+function refuseForeignSchema(applied: ReadonlyMap<number, string>): void {
+  const journal = readJournal();
+  const hashes = migrationHashes();
+  const changed = journal.find((e) => applied.has(e.when) && applied.get(e.when) !== hashes.get(e.when));
+  if (changed) {
+    throw new DatabaseUnavailableError(
+      `The database's migration ${changed.tag} differs from this stockctl's (its recorded hash does not match): the schema was changed by hand or by another build of stockctl; restore it, or use the stockctl that migrated it.`,
+      'schema_changed',
+    );
+  }
+  const unknown = [...applied.keys()].filter((when) => !hashes.has(when)).length;
+  if (unknown > 0) {
+    throw new DatabaseUnavailableError(
+      `The database is newer than this stockctl: it records ${unknown} migration(s) this version does not know; upgrade stockctl.`,
+      'schema_newer',
+    );
+  }
+}
+
+/**
+ * How far the database's schema is from this build's migrations (one cheap query, on
+ * every command's start-up). A database this build must not touch (newer, or changed
+ * by hand) is refused here, so that every command and `/readyz` refuse it.
+ */
 export async function schemaState(sql: postgres.Sql): Promise<SchemaState> {
   const journal = readJournal();
-  const applied = await appliedMillis(sql);
-  const known = new Set(journal.map((e) => e.when));
+  const applied = await appliedMigrations(sql);
+  refuseForeignSchema(applied);
   const appliedKnown = journal.filter((e) => applied.has(e.when)).length;
-  const unknown = [...applied].filter((w) => !known.has(w)).length;
-  return { migrated: appliedKnown === journal.length, applied: appliedKnown, expected: journal.length, unknown };
+  return { migrated: appliedKnown === journal.length, applied: appliedKnown, expected: journal.length, unknown: 0 };
 }
 
 /** The least time a migration statement gets (STOCKCTL_STATEMENT_TIMEOUT may allow more). */
@@ -88,7 +127,8 @@ export async function runMigrations(
       );
     }
     if (!opts.dryRun) await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY.toString()}::bigint)`;
-    const applied = await appliedMillis(sql);
+    const recorded = await appliedMigrations(sql);
+    const applied = new Set(recorded.keys());
     const plan: MigrationPlan = { applied: [], pending: [] };
     // Anything recorded as applied (even by a newer stockctl) makes every older,
     // unapplied migration a gap that must not be skipped silently.
@@ -102,6 +142,8 @@ export async function runMigrations(
         );
       else plan.pending.push(entry.tag);
     }
+    // Nothing pending is not "up to date" when the database is newer, or was changed by hand.
+    refuseForeignSchema(recorded);
     if (opts.dryRun) return plan;
     if (plan.pending.length > 0) {
       await sql`create schema if not exists drizzle`;

@@ -4,7 +4,7 @@ import type { Db } from '../db/client.js';
 import { ORDER_STATUSES } from '../db/schema.js';
 import { InvalidInputError } from '../errors.js';
 import { findOrder } from './order-rows.js';
-import { hexToUuid, isUuid, quote } from './input.js';
+import { hexToUuid, quote } from './input.js';
 import { iso, rows } from '../db/query.js';
 
 export interface OrderSummary {
@@ -25,10 +25,13 @@ const summaryColumns = () => sql`order_id, ref, customer_id, status, payment_sta
                ${iso('created_at')} AS created_at, ${iso('payment_expires_at')} AS payment_expires_at,
                CASE WHEN status = 'pending' THEN floor(extract(epoch FROM payment_expires_at - now()))::int END AS seconds_left`;
 
-/** Keyset paging: the orders listed after this one (newest first, ties by id). */
-const afterOrder = (orderId: string) =>
-  sql`AND EXISTS (SELECT 1 FROM orders c WHERE c.order_id = ${orderId}::uuid
-                    AND (orders.created_at < c.created_at OR (orders.created_at = c.created_at AND orders.order_id > c.order_id)))`;
+/**
+ * Keyset paging: the orders listed after a place in the list (newest first, ties by id
+ * ascending), the place being the sort values of the last order shown. No row is looked
+ * up, so the next page is right even when that order has been deleted since.
+ */
+const afterPlace = (place: ListPlace) =>
+  sql`AND (created_at < ${place.createdAt}::timestamptz OR (created_at = ${place.createdAt}::timestamptz AND order_id > ${place.orderId}::uuid))`;
 
 export interface OrderPage {
   orders: OrderSummary[];
@@ -49,28 +52,65 @@ export async function listOrders(
   }
   const limit = input.limit ?? 20;
   const after = input.cursor === undefined ? undefined : decodeCursor(input.cursor);
-  const page = await rows<OrderSummary>(
+  const page = await rows<OrderSummary & { cursor_at: string }>(
     db,
-    sql`SELECT ${summaryColumns()}
+    // created_at to the microsecond (JS dates keep only milliseconds), in UTC whatever the session's zone.
+    sql`SELECT ${summaryColumns()}, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at
           FROM orders
          WHERE true ${input.status !== undefined ? sql`AND status = ${input.status}` : sql``}
                ${input.customerId !== undefined ? sql`AND customer_id = ${input.customerId}` : sql``}
-               ${after !== undefined ? afterOrder(after) : sql``}
+               ${after !== undefined ? afterPlace(after) : sql``}
          ORDER BY created_at DESC, order_id
          LIMIT ${limit + 1}`,
   );
-  const orders = page.slice(0, limit);
-  return { orders, next_cursor: page.length > limit ? encodeCursor(orders[orders.length - 1].order_id) : null };
+  const orders = page.slice(0, limit).map(({ cursor_at: _, ...order }) => order);
+  const last = page.length > limit ? page[limit - 1] : undefined;
+  return { orders, next_cursor: last ? encodeCursor({ createdAt: last.cursor_at, orderId: last.order_id }) : null };
 }
 
-/** Opaque cursor: the last order id of a page, base64url. */
-const encodeCursor = (orderId: string) => Buffer.from(orderId.replace(/-/g, ''), 'hex').toString('base64url');
+/** A place in the orders list: the sort values of the last order of a page. */
+export interface ListPlace {
+  /** `created_at` in UTC to the microsecond, as PostgreSQL keeps it: `2024-05-01T12:00:00.123456Z`. */
+  createdAt: string;
+  orderId: string;
+}
 
-function decodeCursor(cursor: string): string {
-  const hex = Buffer.from(cursor, 'base64url').toString('hex');
-  const id = hexToUuid(hex);
-  if (!isUuid(id)) throw new InvalidInputError('Invalid cursor: pass the next_cursor of the previous page unchanged.', 'invalid_cursor');
-  return id;
+const CURSOR_BYTES = 24;
+/** Earlier builds' cursor: the bare id of the last order (16 bytes), which gave an empty page once that order was gone. */
+const ORDER_ID_CURSOR_BYTES = 16;
+const MICROS_PATTERN = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3})(\d{3})Z$/;
+
+/**
+ * Opaque cursor, base64url of 24 bytes: `created_at` as microseconds since the Unix epoch
+ * (int64, big-endian), then the order id. Exact to the microsecond and free of time zones.
+ */
+export function encodeCursor(place: ListPlace): string {
+  const [, millisText, micros] = MICROS_PATTERN.exec(place.createdAt)!;
+  const bytes = Buffer.alloc(CURSOR_BYTES);
+  bytes.writeBigInt64BE(BigInt(Date.parse(`${millisText}Z`)) * 1000n + BigInt(micros));
+  Buffer.from(place.orderId.replace(/-/g, ''), 'hex').copy(bytes, 8);
+  return bytes.toString('base64url');
+}
+
+export function decodeCursor(cursor: string): ListPlace {
+  const bytes = Buffer.from(cursor, 'base64url');
+  // Buffer.from skips what is not base64url: only a cursor that encodes back to itself is one.
+  const canonical = bytes.toString('base64url') === cursor;
+  if (canonical && bytes.length === ORDER_ID_CURSOR_BYTES) {
+    throw new InvalidInputError(
+      'This cursor comes from an older stockctl, whose cursors named an order rather than a place in the list; list again from the first page.',
+      'invalid_cursor',
+    );
+  }
+  const invalid = () => new InvalidInputError('Invalid cursor: pass the next_cursor of the previous page unchanged.', 'invalid_cursor');
+  if (!canonical || bytes.length !== CURSOR_BYTES) throw invalid();
+  const micros = bytes.readBigInt64BE(0);
+  const millis = micros / 1000n - (micros % 1000n < 0n ? 1n : 0n);
+  const date = new Date(Number(millis));
+  // Within the years 1 to 9999, where toISOString has the form PostgreSQL reads back.
+  if (Number.isNaN(date.getTime()) || date.getUTCFullYear() < 1 || date.getUTCFullYear() > 9999) throw invalid();
+  const createdAt = `${date.toISOString().slice(0, -1)}${String(micros - millis * 1000n).padStart(3, '0')}Z`;
+  return { createdAt, orderId: hexToUuid(bytes.subarray(8).toString('hex')) };
 }
 
 export interface OrderDetail extends OrderSummary {

@@ -2,9 +2,13 @@
 // Wall time of `stockctl cancel --from-file -` over N pending orders. The orders are
 // made in one SQL statement (order, line, reservation, ledger row, counters, exactly
 // as reserve leaves them), not by N CLI calls; their refs are then piped to cancel,
-// and `verify` must be clean afterwards.
+// and `verify` must be clean afterwards. Where GNU time is installed (/usr/bin/time), the
+// cancel's peak memory (max RSS) is reported too.
 // Usage: DATABASE_URL=postgres://... node test/bench/cancel-many.mjs [orders] [--dry-run]
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 
@@ -26,19 +30,26 @@ try {
   await seedPendingOrders(sql, { sku, prefix, count, quantity: 2 });
 
   const refs = Array.from({ length: count }, (_, i) => `${prefix}-${i + 1}`).join('\n');
+  const cancel = [process.execPath, bin, 'cancel', '--from-file', '-', ...(dryRun ? ['--dry-run'] : []), '--json'];
+  const timeDir = existsSync('/usr/bin/time') ? mkdtempSync(join(tmpdir(), 'bench-cancel-')) : undefined;
+  const timed = timeDir ? ['/usr/bin/time', '-f', '%M', '-o', join(timeDir, 'rss'), ...cancel] : cancel;
   const t0 = process.hrtime.bigint();
-  const run = spawnSync(process.execPath, [bin, 'cancel', '--from-file', '-', ...(dryRun ? ['--dry-run'] : []), '--json'], {
-    input: refs,
-    encoding: 'utf8',
-    maxBuffer: 1 << 30,
-  });
+  const run = spawnSync(timed[0], timed.slice(1), { input: refs, encoding: 'utf8', maxBuffer: 1 << 30 });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (run.status !== 0) throw new Error(`cancel exited ${run.status}: ${run.stderr}`);
+  const document = JSON.parse(run.stdout);
+  if (document.results.length !== count) throw new Error(`cancel --json reported ${document.results.length} of ${count} orders`);
+  let peak = '';
+  if (timeDir) {
+    peak = `; peak RSS ${Math.round(Number(readFileSync(join(timeDir, 'rss'), 'utf8').trim()) / 1024)} MiB`;
+    rmSync(timeDir, { recursive: true, force: true });
+  }
   const [row] = await sql`SELECT reserved_stock FROM products WHERE sku = ${sku}`;
   const verify = spawnSync(process.execPath, [bin, 'verify'], { encoding: 'utf8' });
   console.log(
     `cancel --from-file - ${dryRun ? '--dry-run ' : ''}of ${count} pending orders: ${seconds.toFixed(1)} s ` +
-      `(${Math.round(count / seconds)} orders/s); reserved left ${row.reserved_stock}; verify exit ${verify.status}`,
+      `(${Math.round(count / seconds)} orders/s), ${(run.stdout.length / 1e6).toFixed(1)} MB of JSON${peak}; ` +
+      `reserved left ${row.reserved_stock}; verify exit ${verify.status}`,
   );
 } finally {
   await sql.end({ timeout: 5 });
