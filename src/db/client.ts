@@ -7,7 +7,7 @@ import type postgres from 'postgres';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import type * as schema from './schema.js';
 import { DatabaseUnavailableError } from '../errors.js';
-import { createClient, openClient, type ClientOptions } from './connect.js';
+import { createClient, LOCK_TIMEOUT_MS, openClient, type ClientOptions } from './connect.js';
 import { redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
 import { clusterIdentity, identityGuard, type IdentityGuard } from './identity.js';
@@ -42,7 +42,7 @@ export interface OpenOptions {
   max?: number;
   /** Fail with exit 7 when the schema is not migrated (every command but `migrate`). */
   requireMigrated?: boolean;
-  /** Interactive commands should not queue forever behind a lock. */
+  /** How long a statement may wait for a lock; default LOCK_TIMEOUT_MS (0: no limit). */
   lockTimeoutMs?: number;
   /** The longest a statement may run or a transaction sit idle (STOCKCTL_STATEMENT_TIMEOUT). */
   statementTimeoutS?: number;
@@ -82,7 +82,10 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
   // The embedded server's port may later answer with another home's cluster (db destroy,
   // then another db start): every reconnect makes the guard ask again.
   let guard: IdentityGuard | undefined;
-  const clientOptions: ClientOptions = embedded && opts.watchIdentity ? { ...opts, onConnectionClosed: () => guard?.connectionClosed() } : opts;
+  // One lock deadline for every command (and every connection of its pool), unless told otherwise.
+  const sessionOptions: ClientOptions = { ...opts, lockTimeoutMs: opts.lockTimeoutMs ?? LOCK_TIMEOUT_MS };
+  const clientOptions: ClientOptions =
+    embedded && opts.watchIdentity ? { ...sessionOptions, onConnectionClosed: () => guard?.connectionClosed() } : sessionOptions;
   // Connect and check the schema while drizzle loads: the two overlap.
   const connecting = openClient(url, clientOptions, schemaState).then((client) => ({ client }), (error: unknown) => ({ error }));
   const [{ drizzle }, tables] = await Promise.all([import('drizzle-orm/postgres-js'), import('./schema.js')]);

@@ -24,12 +24,22 @@ import { DEFAULT_STATEMENT_TIMEOUT_S } from '../engine/settings.js';
  */
 export const CONNECT_TIMEOUT_S = 20;
 
+/**
+ * The longest a statement waits for a lock that another session holds on a row or table
+ * (lock_timeout; PostgreSQL counts each wait on its own): then it fails with 55P03, "lock
+ * timeout" (exit 7). Every session that openDatabase opens has it, whatever the command or
+ * strategy; never more than the statement timeout. `migrate` opens its own session, which
+ * waits for another host's migrate (an advisory lock) as long as its statement timeout allows.
+ */
+export const LOCK_TIMEOUT_MS = 10_000;
+
 /** Beyond the server's own statement_timeout, how long the client still waits for its answer. */
 const CLIENT_GRACE_S = 10;
 
 export interface ClientOptions {
   application?: string;
   max?: number;
+  /** How long a statement may wait for a lock (lock_timeout; none when 0 or absent). */
   lockTimeoutMs?: number;
   /** The longest a statement may run or a transaction sit idle (STOCKCTL_STATEMENT_TIMEOUT). */
   statementTimeoutS?: number;
@@ -39,6 +49,8 @@ export interface ClientOptions {
   sessionSettings?: boolean;
   /** Told whenever one of the pool's connections closes (it reconnects on next use). */
   onConnectionClosed?: () => void;
+  /** A session kept open however long it idles or lives (a LISTEN connection), told of each notification. */
+  session?: { onNotify(channel: string, payload: string): void };
 }
 
 /** The client gave up on a database that did not answer (exit 7, with a sentence saying so). */
@@ -73,7 +85,10 @@ function clientFor(target: ConnectionTarget, opts: ClientOptions): postgres.Sql 
     // run us it fired while the server had answered. The first connection is ended by our
     // own deadline (connectDeadline); this one is the backstop, for the pool's later ones.
     connect_timeout: 2 * CONNECT_TIMEOUT_S,
-    idle_timeout: 30,
+    // A LISTEN session lives as long as its listener: no idle or age limit (0 and null: none).
+    idle_timeout: opts.session ? 0 : 30,
+    // onnotify is postgres.js's own option (listen() uses it), missing from its types.
+    ...(opts.session ? ({ max_lifetime: null, onnotify: opts.session.onNotify } as { max_lifetime: null }) : {}),
     prepare: opts.prepare ?? true,
     onnotice: () => {},
     ...(opts.onConnectionClosed ? { onclose: opts.onConnectionClosed } : {}),

@@ -156,7 +156,7 @@ class Batcher {
         for (const w of batch) w.reject(err);
         return;
       }
-      await Promise.all(batch.map((w) => settle(w, () => reserveAlone(this.db, w.input, w.settings))));
+      await Promise.all(batch.map((w) => this.alone(w, mode, after, batch.length)));
       return;
     }
     const held = batch.filter((_, i) => 'held' in outcome[i]);
@@ -177,13 +177,22 @@ class Batcher {
         // Not served by this batch: an unknown SKU (its own error), or a shortage that
         // an expired holder may be keeping, or that another buyer may have ended since:
         // the buyer tries alone, which sorts out each case as `guarded` does.
-        if ('alone' in result) return settle(w, () => reserveAlone(this.db, w.input, w.settings));
+        if ('alone' in result) return this.alone(w, mode, after, batch.length);
         return settle(w, async () => {
           if (await holdsExpired(result.short.sku)) return reserveAlone(this.db, w.input, w.settings);
           throw new InsufficientStockError([result.short]);
         });
       }),
     );
+  }
+
+  /**
+   * One buyer of a batch of `size` on its own. In the lane, as a batch of one, which passes
+   * over a held row too; a lone buyer, or one set aside, as `guarded` (and its own error).
+   */
+  private alone(w: Waiting, mode: LockMode, after: Waiting[], size: number): Promise<void> {
+    if (mode === 'skip' && size > 1) return this.together([w], mode, after);
+    return settle(w, () => reserveAlone(this.db, w.input, w.settings));
   }
 
   /**

@@ -9,9 +9,10 @@ import type { Settings } from '../engine/settings.js';
 import type { PaymentWindowPolicy } from '../engine/windows.js';
 import { expireDueOrders } from '../engine/sweep.js';
 import { publicMessage } from '../db/errors.js';
-import { InvalidInputError } from '../errors.js';
+import { DatabaseUnavailableError, InvalidInputError } from '../errors.js';
 import { buildApp } from './app.js';
-import { listenForStock } from '../engine/stock-events.js';
+import { openStockFeed, unavailableFeed, type StockFeed } from '../engine/stock-events.js';
+import { setLongTimeout } from '../engine/timers.js';
 
 export interface ServeOptions {
   database: Database;
@@ -23,6 +24,10 @@ export interface ServeOptions {
   /** Run the sweep this often, in ms (undefined: never; cron does it). */
   sweepEveryMs?: number;
   graceMs: number;
+  /** At most this many event streams at once (GET /stock/events). */
+  maxStreams: number;
+  /** STOCKCTL_LISTEN_URL: where live stock gets its session, when the pool goes through a pooler. */
+  listenUrl?: string;
   actor: string;
   /** Resolves (or aborts) when the server should stop. */
   stop: AbortSignal;
@@ -31,27 +36,29 @@ export interface ServeOptions {
 
 export async function serve(opts: ServeOptions): Promise<void> {
   const { database } = opts;
-  let stockApp: Awaited<ReturnType<typeof buildApp>> | undefined;
-  // LISTEN before accepting requests: no change committed after /readyz is missed.
-  const events = await listenForStock(database.sql, { onReconnect: () => stockApp?.resync() });
-  stockApp = await buildApp({
+  let feedLog: { warn(details: object, message: string): void } | undefined;
+  const { feed, off: liveStockOff } = stockFeed(opts, (reason) => feedLog?.warn({ reason }, 'live stock lost its database session: its event streams ended, and reconnect'));
+  const stockApp = await buildApp({
     db: database.db,
     sql: database.sql,
     settings: opts.settings,
     paymentWindows: opts.paymentWindows,
     strategy: opts.strategy,
-    events,
+    feed,
+    maxStreams: opts.maxStreams,
     checkDatabase: database.identity?.check,
   });
   const { app } = stockApp;
   const log = app.log;
+  feedLog = log;
+  if (liveStockOff) log.warn({ reason: liveStockOff }, 'live stock is off: GET /stock/events answers 503');
   database.identity?.onMismatch((reason) => log.error({ reason }, 'refusing requests: the database is another cluster'));
 
-  let sweepTimer: NodeJS.Timeout | undefined;
+  let cancelSweep = () => {};
   let sweeping: Promise<void> = Promise.resolve();
   const scheduleSweep = () => {
     if (!opts.sweepEveryMs || opts.stop.aborted) return;
-    sweepTimer = setTimeout(() => {
+    cancelSweep = setLongTimeout(() => {
       sweeping = expireDueOrders(database.db, { actor: opts.actor, signal: opts.stop })
         .then((r) => {
           if (r.expired_orders > 0) log.info({ sweep: r }, 'sweep expired orders');
@@ -65,7 +72,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     await app.listen({ host: opts.host, port: opts.port });
   } catch (err) {
     await app.close().catch(() => {});
-    await events.close();
+    await feed.close();
     throw listenError(err, opts.host, opts.port);
   }
   const address = app.server.address();
@@ -81,10 +88,10 @@ export async function serve(opts: ServeOptions): Promise<void> {
   });
 
   log.info({ grace_ms: opts.graceMs }, 'stopping: no new connections, finishing in-flight requests');
-  clearTimeout(sweepTimer);
+  cancelSweep();
   // Streams never finish by themselves: end them, then wait for the requests in flight.
   stockApp.endStreams();
-  const grace = setTimeout(() => {
+  const cancelGrace = setLongTimeout(() => {
     log.warn('grace period over: closing the remaining connections');
     app.server.closeAllConnections();
   }, opts.graceMs);
@@ -94,12 +101,27 @@ export async function serve(opts: ServeOptions): Promise<void> {
   try {
     await app.close();
   } finally {
-    clearTimeout(grace);
+    cancelGrace();
     clearInterval(idleSweep);
   }
   await sweeping;
-  await events.close();
+  await feed.close();
   log.info('stopped');
+}
+
+/**
+ * Live stock listens on a session of its own, opened with the first event stream: the
+ * database's own unless a pooler in transaction mode stands in between, which cannot keep
+ * a LISTEN (STOCKCTL_LISTEN_URL then names PostgreSQL itself, or a pool in session mode).
+ */
+function stockFeed(opts: ServeOptions, onLost: (reason: string) => void): { feed: StockFeed; off?: string } {
+  const url = opts.listenUrl ?? (opts.database.pooled ? undefined : opts.database.url);
+  if (!url) {
+    const off =
+      'Live stock needs a PostgreSQL session of its own, which a pooler in transaction mode cannot keep; set STOCKCTL_LISTEN_URL to PostgreSQL itself (or to a pool in session mode) and restart serve.';
+    return { feed: unavailableFeed(new DatabaseUnavailableError(off, 'listen_needs_session')), off };
+  }
+  return { feed: openStockFeed({ url, application: 'stockctl-serve-listen', onLost }) };
 }
 
 /** Why the server could not listen, in a sentence (exit 2); anything else as it is. */

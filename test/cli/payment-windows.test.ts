@@ -263,15 +263,16 @@ describe('over HTTP (stockctl serve)', () => {
   });
 
   it('buyers that go together in one batch each get their own window', async () => {
-    // Hold a row of WIN's batch lane so that a first buyer waits in flight while the
-    // others queue up behind it; released, the queued buyers go as one batch (one statement).
+    // Hold the ledger table so that a first buyer of WIN's batch lane waits in flight while
+    // the others queue up behind it; released, the queued buyers go as one batch (one
+    // statement). A held row would not do: the lane passes over it.
     const blocker = ['BLOCK', 'BLOCK-WIN'].find((sku) => laneOf(sku) === laneOf('WIN'));
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     let locked!: () => void;
     const isLocked = new Promise<void>((resolve) => (locked = resolve));
     const held = t.sql.begin(async (tx) => {
-      await tx`SELECT 1 FROM products WHERE sku = ${blocker!} FOR UPDATE`;
+      await tx`LOCK TABLE stock_movements IN SHARE MODE`;
       locked();
       await released;
     });

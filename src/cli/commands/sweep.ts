@@ -1,6 +1,7 @@
 import { describeError, type CommandContext } from '../run.js';
 import { parseCount, parseDuration } from '../../engine/input.js';
 import type { SweepResult } from '../../engine/sweep.js';
+import { sleepUnlessAborted } from '../../engine/timers.js';
 
 interface SweepFlags {
   dryRun?: boolean;
@@ -69,17 +70,4 @@ async function sweepEvery(ctx: CommandContext, flags: Omit<SweepFlags, 'batchSiz
     await sleepUnlessAborted(flags.everyS * 1000, ctx.signal);
   }
   return 0;
-}
-
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done);
-  });
 }
