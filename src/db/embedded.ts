@@ -8,6 +8,7 @@
  *
  * On disk (home = STOCKCTL_HOME or ~/.local/share/stockctl):
  *   <home>/embedded.json   port, data directory and log file of this home's server
+ *   <home>/password        the `postgres` role's password (mode 0600); every login needs it
  *   <home>/start.lock/     held while a process initialises, starts or stops it
  *   <home>/pgdata          data directory (as root: symlink to the one below)
  *   <home>/postgres.log    server log      (as root: symlink to the one below)
@@ -17,18 +18,23 @@
  * A home only ever uses its own cluster: whatever answers on the recorded port must report
  * the system identifier written in this home's pg_control. After `db stop`, another home
  * may take the port; the next command then starts this home's server on another one.
+ *
+ * Logins need the password (SCRAM), on every pg_hba.conf line: with trust, any local user
+ * could log in as superuser and run programs as the server's OS user (COPY ... TO PROGRAM).
+ * Clusters made with trust by earlier versions are switched over once, under the lock.
  */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync, randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { endianness } from 'node:os';
+import os, { endianness } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DatabaseUnavailableError, StockctlError } from '../errors.js';
+import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
 
 export interface EmbeddedInfo {
+  /** The URL that logs in: it carries the password, so show it only through redactUrl. */
   url: string;
   port: number;
   dataDir: string;
@@ -43,12 +49,16 @@ export interface EmbeddedStatus {
   port?: number;
   dataDir: string;
   home: string;
+  /** With the password masked: only `ensureEmbedded` hands out the URL that logs in. */
   url?: string;
   pid?: number;
 }
 
 const DATABASE = 'stockctl';
 const SUPERUSER = 'postgres';
+const PASSWORD_FILE = 'password';
+const AUTH_METHOD = 'scram-sha-256';
+const SCRAM_ITERATIONS = 4096;
 const HOST = '127.0.0.1';
 const FIRST_PORT = 54329;
 const PORT_SEARCH_SPAN = 200;
@@ -66,6 +76,8 @@ interface Config {
   port: number;
   dataDir: string;
   logFile: string;
+  /** Set once every login needs the password: written last when a cluster is switched over. */
+  auth?: typeof AUTH_METHOD;
 }
 
 interface RunAs {
@@ -76,6 +88,7 @@ interface RunAs {
 interface Binaries {
   initdb: string;
   pg_ctl: string;
+  postgres: string;
 }
 
 /** Where an embedded server lives: its home folder and, if fixed, its port. */
@@ -90,10 +103,13 @@ export async function ensureEmbedded(place: EmbeddedPlace): Promise<EmbeddedInfo
 
   // Fast path: a few ms when the server is already up, no lock, no child process.
   const known = await readConfig(home);
-  if (known && (await probe(known.port, known.dataDir)) === 'ready') return info(home, known, false);
+  if (known?.auth === AUTH_METHOD) {
+    const password = await readPassword(home);
+    if (password && (await probe(known.port, known.dataDir, password)) === 'ready') return info(home, known, password, false);
+  }
 
   return withFsErrors(home, async () => {
-    await fs.mkdir(home, { recursive: true });
+    await prepareHome(home);
     const lock = await acquireLock(home);
     try {
       return await startLocked(place);
@@ -115,7 +131,7 @@ export async function embeddedStatus(place: EmbeddedPlace): Promise<EmbeddedStat
     status.running = true;
     status.pid = pm.pid;
     status.port = pm.port ?? status.port;
-    if (status.port !== undefined) status.url = urlFor(status.port);
+    if (status.port !== undefined) status.url = `postgres://${SUPERUSER}:***@${HOST}:${status.port}/${DATABASE}`;
   }
   return status;
 }
@@ -127,6 +143,7 @@ export async function stopEmbedded(place: EmbeddedPlace): Promise<boolean> {
   if (!known || !(await exists(path.join(known.dataDir, 'PG_VERSION')))) return false;
 
   return withFsErrors(home, async () => {
+    await prepareHome(home);
     const lock = await acquireLock(home);
     try {
       return await stopLocked((await readConfig(home)) ?? known);
@@ -157,6 +174,7 @@ export async function destroyEmbedded(place: EmbeddedPlace): Promise<{ home: str
   const { home } = place;
   if (!(await exists(home))) return { home, stopped: false, removed: [] };
   return withFsErrors(home, async () => {
+    await prepareHome(home);
     const lock = await acquireLock(home);
     let stopped: boolean;
     let removed: string[];
@@ -193,7 +211,7 @@ async function footprint(home: string, cfg: { dataDir: string; logFile: string }
   const base = path.dirname(cfg.dataDir);
   // As root our layout gives the cluster a directory of its own: it goes whole.
   const cluster = path.dirname(base) === ROOT_DATA_BASE ? [base] : [cfg.dataDir, `${cfg.dataDir}.init`, cfg.logFile];
-  const own = ['embedded.json', 'pgdata', 'pgdata.init', 'postgres.log'].map((name) => path.join(home, name));
+  const own = ['embedded.json', PASSWORD_FILE, 'pgdata', 'pgdata.init', 'pgdata.init.pw', 'postgres.log'].map((name) => path.join(home, name));
   const found: string[] = [];
   for (const p of [...new Set([...cluster, ...own])]) {
     if (await fs.lstat(p).then(() => true, () => false)) found.push(p);
@@ -207,9 +225,54 @@ async function withFsErrors<T>(home: string, work: () => Promise<T>): Promise<T>
     return await work();
   } catch (err) {
     if (err instanceof StockctlError) throw err;
-    throw new DatabaseUnavailableError(
-      `Cannot manage the embedded PostgreSQL server under ${home} (${(err as Error).message}).`,
+    throw (
+      (await homeProblem(home, err as NodeJS.ErrnoException)) ??
+      new DatabaseUnavailableError(`Cannot manage the embedded PostgreSQL server under ${home} (${(err as Error).message}).`)
     );
+  }
+}
+
+/** The home exists (made if need be) and takes writes; else the user's to fix (exit 2), named. */
+async function prepareHome(home: string): Promise<void> {
+  try {
+    await fs.mkdir(home, { recursive: true });
+    await fs.access(home, fs.constants.W_OK);
+  } catch (err) {
+    throw (await homeProblem(home, err as NodeJS.ErrnoException)) ?? err;
+  }
+}
+
+/**
+ * A write refused in the home, or where it would be made: which folder, why, what to do.
+ * Node's recursive mkdir says ENOENT when the parent is read-only, so ask the folders.
+ */
+async function homeProblem(home: string, err: NodeJS.ErrnoException): Promise<StockctlError | undefined> {
+  const where = typeof err.path === 'string' ? path.resolve(err.path) : home;
+  const inHome = where === home || where.startsWith(`${home}${path.sep}`) || home.startsWith(`${where}${path.sep}`);
+  if (!inHome || !['EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ENOTDIR', 'EEXIST'].includes(err.code ?? '')) return undefined;
+  let folder = home;
+  while (!(await fs.lstat(folder).then(() => true, () => false)) && path.dirname(folder) !== folder) folder = path.dirname(folder);
+  const what = `The embedded PostgreSQL's folder ${home} (STOCKCTL_HOME)`;
+  const instead = 'or set STOCKCTL_HOME to a folder you can write to, or DATABASE_URL to use another PostgreSQL server';
+  if (!(await fs.stat(folder).then((st) => st.isDirectory(), () => false))) {
+    return new InvalidInputError(`${what} cannot be used: ${folder} is not a folder; move it away, ${instead}.`, 'home_not_writable');
+  }
+  const refused = await fs.access(folder, fs.constants.W_OK).then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
+  if (!refused) return undefined;
+  const why = refused === 'EROFS' ? 'a read-only file system' : `permission denied for ${currentUser()}`;
+  return new InvalidInputError(
+    folder === home
+      ? `${what} is not writable (${why}); make it writable, ${instead}.`
+      : `${what} cannot be created: ${folder} is not writable (${why}); make ${folder} writable, ${instead}.`,
+    'home_not_writable',
+  );
+}
+
+function currentUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return `uid ${process.getuid?.()}`;
   }
 }
 
@@ -223,28 +286,57 @@ async function startLocked({ home, port: forced }: EmbeddedPlace): Promise<Embed
     cfg = { version: 1, port: forced ?? (await choosePort()), ...layout };
     await writeConfig(home, cfg);
   }
-  if ((await probe(cfg.port, cfg.dataDir)) === 'ready') return info(home, cfg, false);
+  // Written before anything uses it, so that a crash at any later step finds it again.
+  const { password, created } = await ensurePassword(home);
+  let state = await probe(cfg.port, cfg.dataDir, password);
+  if (state === 'ready' && cfg.auth === AUTH_METHOD && !created) return info(home, cfg, password, false);
 
   const runAs = await runAsFor(cfg.dataDir);
   const bins = await usableBinaries(runAs);
-  const fresh = !(await exists(path.join(cfg.dataDir, 'PG_VERSION')));
-  if (fresh) await initCluster(home, cfg, bins, runAs);
-
-  const pm = await readPostmasterPid(cfg.dataDir);
-  if (pm && (await isPostmaster(pm.pid))) {
-    // Running but not answering on the recorded port yet (crash recovery, slow start),
-    // or just killed and still exiting: wait for one or the other.
-    const port = pm.port ?? cfg.port;
-    if (await waitReady(port, pm.pid, cfg)) {
-      if (port !== cfg.port) await writeConfig(home, (cfg = { ...cfg, port }));
-      await ensureDatabase(cfg);
-      return info(home, cfg, false);
+  // Our own postmaster refusing the home's password is ours to fix (secureCluster).
+  let up = state === 'ready' || state === 'no-database' || (state === 'refused' && (await listensOn(cfg.dataDir, cfg.port)));
+  // A password just made means the cluster does not take it yet, unless initdb gets it now.
+  let needsPassword = cfg.auth !== AUTH_METHOD || created;
+  let started = false;
+  if (!up) {
+    if (!(await exists(path.join(cfg.dataDir, 'PG_VERSION')))) {
+      cfg = await initCluster(home, cfg, password, bins, runAs);
+      needsPassword = false;
     }
+    const pm = await readPostmasterPid(cfg.dataDir);
+    if (pm && (await isPostmaster(pm.pid))) {
+      // Running but not answering on the recorded port yet (crash recovery, slow start),
+      // or just killed and still exiting: wait for one or the other.
+      const port = pm.port ?? cfg.port;
+      if (await waitReady(port, pm.pid, cfg, password)) {
+        if (port !== cfg.port) await writeConfig(home, (cfg = { ...cfg, port }));
+        up = true;
+      }
+    }
+    if (!up) {
+      // A postmaster.pid whose pid now belongs to another program (e.g. after a reboot)
+      // makes postgres refuse to start; a dead pid it handles by itself.
+      if (pm) await fs.rm(path.join(cfg.dataDir, 'postmaster.pid'), { force: true });
+      cfg = await startServer(home, cfg, bins, runAs, forced);
+      started = true;
+    }
+    state = await probe(cfg.port, cfg.dataDir, password);
   }
-  // A postmaster.pid whose pid now belongs to another program (e.g. after a reboot)
-  // makes postgres refuse to start; a dead pid it handles by itself.
-  if (pm) await fs.rm(path.join(cfg.dataDir, 'postmaster.pid'), { force: true });
+  if (needsPassword || state === 'refused') {
+    cfg = await secureCluster(home, cfg, password, bins, runAs, forced);
+    state = await probe(cfg.port, cfg.dataDir, password);
+  }
+  if (state === 'no-database') await createDatabase(cfg.port, password, cfg.logFile);
+  else if (state !== 'ready') {
+    throw new DatabaseUnavailableError(
+      `The embedded PostgreSQL server on port ${cfg.port} is not accepting connections (${state}); see ${cfg.logFile}.`,
+    );
+  }
+  return info(home, cfg, password, started);
+}
 
+/** pg_ctl start on the recorded port, or on the next free one unless the port is forced. */
+async function startServer(home: string, cfg: Config, bins: Binaries, runAs: RunAs | undefined, forced: number | undefined): Promise<Config> {
   if (forced !== undefined && forced !== cfg.port) await writeConfig(home, (cfg = { ...cfg, port: forced }));
 
   for (let attempt = 1; ; attempt++) {
@@ -264,7 +356,7 @@ async function startLocked({ home, port: forced }: EmbeddedPlace): Promise<Embed
       runAs,
       (START_TIMEOUT_S + 30) * 1000,
     );
-    if (res.code === 0) break;
+    if (res.code === 0) return cfg;
     const log = await readFrom(cfg.logFile, logOffset);
     // Another home's server took the port between our probe and the bind (the next
     // round picks a new one), or the children of a kill -9'd postmaster still hold
@@ -280,13 +372,10 @@ async function startLocked({ home, port: forced }: EmbeddedPlace): Promise<Embed
       `The embedded PostgreSQL server failed to start (${fatal.replace(/\.$/, '')}); see ${cfg.logFile}.`,
     );
   }
-  if (fresh) await createDatabase(cfg.port, cfg.logFile);
-  else await ensureDatabase(cfg);
-  return info(home, cfg, true);
 }
 
 /** initdb into a scratch directory and rename it, so a crash never leaves half a cluster. */
-async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: RunAs | undefined): Promise<void> {
+async function initCluster(home: string, cfg: Config, password: string, bins: Binaries, runAs: RunAs | undefined): Promise<Config> {
   const base = path.dirname(cfg.dataDir);
   if (runAs) {
     // Only our own /var/lib/stockctl is opened up; a recorded path elsewhere is left alone.
@@ -308,12 +397,22 @@ async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: Run
   const scratch = `${cfg.dataDir}.init`;
   await fs.rm(scratch, { recursive: true, force: true });
 
-  const res = await run(
-    bins.initdb,
-    ['-D', scratch, '-U', SUPERUSER, '--auth=trust', '--encoding=UTF8', '--locale=C'],
-    runAs,
-    180_000,
-  );
+  // initdb reads the password as the run user: a copy it can read, for as long as it runs.
+  const pwfile = `${scratch}.pw`;
+  await fs.rm(pwfile, { force: true });
+  await fs.writeFile(pwfile, `${password}\n`, { mode: 0o600 });
+  let res: RunResult;
+  try {
+    if (runAs) await fs.chown(pwfile, runAs.uid, runAs.gid);
+    res = await run(
+      bins.initdb,
+      ['-D', scratch, '-U', SUPERUSER, `--pwfile=${pwfile}`, `--auth-host=${AUTH_METHOD}`, `--auth-local=${AUTH_METHOD}`, '--encoding=UTF8', '--locale=C'],
+      runAs,
+      180_000,
+    );
+  } finally {
+    await fs.rm(pwfile, { force: true });
+  }
   if (res.code !== 0) {
     await fs.rm(scratch, { recursive: true, force: true });
     const who = runAs ? ` as uid ${runAs.uid}` : '';
@@ -327,31 +426,24 @@ async function initCluster(home: string, cfg: Config, bins: Binaries, runAs: Run
     "\n# stockctl embedded server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n# Room for a hundred buyers as separate processes, plus the tools watching them.\nmax_connections = 200\n",
   );
   await fs.rename(scratch, cfg.dataDir);
+  // initdb gave the role the password and pg_hba.conf scram-sha-256 on every line.
+  await writeConfig(home, (cfg = { ...cfg, auth: AUTH_METHOD }));
 
   if (runAs) {
     // Discoverability only: the real files live outside the home.
     await symlinkQuietly(cfg.dataDir, path.join(home, 'pgdata'));
     await symlinkQuietly(cfg.logFile, path.join(home, 'postgres.log'));
   }
+  return cfg;
 }
 
-async function ensureDatabase(cfg: Config): Promise<void> {
-  const state = await probe(cfg.port, cfg.dataDir);
-  if (state === 'ready') return;
-  if (state !== 'no-database') {
-    throw new DatabaseUnavailableError(
-      `The embedded PostgreSQL server on port ${cfg.port} is not accepting connections (${state}); see ${cfg.logFile}.`,
-    );
-  }
-  await createDatabase(cfg.port, cfg.logFile);
-}
-
-async function createDatabase(port: number, logFile: string): Promise<void> {
+async function createDatabase(port: number, password: string, logFile: string): Promise<void> {
   const { default: postgres } = await import('postgres');
   const sql = postgres({
     host: HOST,
     port,
     user: SUPERUSER,
+    pass: password,
     database: 'postgres',
     max: 1,
     connect_timeout: 10,
@@ -371,12 +463,13 @@ async function createDatabase(port: number, logFile: string): Promise<void> {
 }
 
 /** True once the server answers, false if the postmaster exits first. */
-async function waitReady(port: number, pid: number, cfg: Config): Promise<boolean> {
+async function waitReady(port: number, pid: number, cfg: Config, password: string): Promise<boolean> {
   const { logFile } = cfg;
   const deadline = Date.now() + START_TIMEOUT_S * 1000;
   for (;;) {
-    const state = await probe(port, cfg.dataDir);
-    if (state === 'ready' || state === 'no-database') return true;
+    const state = await probe(port, cfg.dataDir, password);
+    // Refused: up and answering, and it is our postmaster (the caller resets the password).
+    if (state === 'ready' || state === 'no-database' || state === 'refused') return true;
     if (!(await isPostmaster(pid))) return false;
     if (Date.now() > deadline) {
       throw new DatabaseUnavailableError(
@@ -388,6 +481,190 @@ async function waitReady(port: number, pid: number, cfg: Config): Promise<boolea
 }
 
 // ---------------------------------------------------------------------------
+// The password: every login needs it
+
+/** The home's password (the file's first line), if it has one. */
+async function readPassword(home: string): Promise<string | undefined> {
+  try {
+    const [line] = (await fs.readFile(path.join(home, PASSWORD_FILE), 'utf8')).split(/\r?\n/);
+    return line || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Under the lock: the home's password, made and written (mode 0600, flushed) if it has
+ * none. As root in a user's home, the file is given to the home's owner (root reads it anyway).
+ */
+async function ensurePassword(home: string): Promise<{ password: string; created: boolean }> {
+  const file = path.join(home, PASSWORD_FILE);
+  const existing = await readPassword(home);
+  if (existing) {
+    if ((await fs.stat(file)).mode & 0o077) await fs.chmod(file, 0o600);
+    return { password: existing, created: false };
+  }
+  // URL-safe, so the URL shows it as it is.
+  const password = randomBytes(24).toString('base64url');
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fs.rm(tmp, { force: true });
+  const handle = await fs.open(tmp, 'wx', 0o600);
+  try {
+    await handle.writeFile(`${password}\n`);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  if (isRoot()) {
+    const owner = await fs.stat(home);
+    if (owner.uid !== 0) await fs.chown(tmp, owner.uid, owner.gid);
+  }
+  await fs.rename(tmp, file);
+  return { password, created: true };
+}
+
+/**
+ * Make every login need the home's password, each step safe to repeat: the password file
+ * comes first (ensurePassword), then the role's password, then pg_hba.conf (rewritten,
+ * reloaded, checked), and embedded.json records it last. A crash between two steps leaves
+ * a cluster that still trusts, or already takes the home's password, never one nobody can
+ * log into; the next start carries on.
+ */
+async function secureCluster(
+  home: string,
+  cfg: Config,
+  password: string,
+  bins: Binaries,
+  runAs: RunAs | undefined,
+  forced: number | undefined,
+): Promise<Config> {
+  const verifier = scramVerifier(password);
+  if ((await requirePassword(cfg, verifier, password, runAs)) === 'refused') {
+    // The role has another password (the home's file was lost or replaced) and trust is
+    // off: single-user mode on the stopped cluster is the one way in without a login.
+    await stopLocked(cfg);
+    await resetPasswordOffline(cfg, verifier, bins, runAs);
+    cfg = await startServer(home, cfg, bins, runAs, forced);
+    if ((await requirePassword(cfg, verifier, password, runAs)) === 'refused') {
+      throw new DatabaseUnavailableError(
+        `The embedded PostgreSQL server refuses the password in ${path.join(home, PASSWORD_FILE)} even after it was reset; see ${cfg.logFile}.`,
+      );
+    }
+  }
+  await writeConfig(home, (cfg = { ...cfg, auth: AUTH_METHOD }));
+  return cfg;
+}
+
+/** Logged in (by trust, or with the password): set the role's password, then pg_hba.conf to scram. */
+async function requirePassword(cfg: Config, verifier: string, password: string, runAs: RunAs | undefined): Promise<'done' | 'refused'> {
+  const { default: postgres } = await import('postgres');
+  const sql = postgres({
+    host: HOST,
+    port: cfg.port,
+    user: SUPERUSER,
+    pass: password,
+    database: 'postgres',
+    max: 1,
+    connect_timeout: 10,
+    onnotice: () => {},
+    connection: { application_name: 'stockctl-secure' },
+  });
+  try {
+    // The SCRAM verifier, never the password itself: a statement can end up in the server log.
+    await sql.unsafe(`ALTER ROLE ${SUPERUSER} PASSWORD '${verifier}'`);
+    await rewriteHba(cfg.dataDir, runAs);
+    // Reload even when the file had nothing left to change: a crash may have come before it.
+    await sql`select pg_reload_conf()`;
+  } catch (err) {
+    if (/^28/.test(String((err as { code?: unknown }).code))) return 'refused';
+    throw new DatabaseUnavailableError(
+      `Could not make the embedded PostgreSQL server require its password (${(err as Error).message}); see ${cfg.logFile}.`,
+    );
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+  await confirmPasswordRequired(cfg);
+  return 'done';
+}
+
+/** Every `trust` in pg_hba.conf becomes scram-sha-256 (the file is replaced whole). */
+async function rewriteHba(dataDir: string, runAs: RunAs | undefined): Promise<void> {
+  const file = path.join(dataDir, 'pg_hba.conf');
+  const text = await fs.readFile(file, 'utf8');
+  const rewritten = text
+    .split('\n')
+    .map((line) => (/^\s*#/.test(line) ? line : line.replace(/(^|\s)trust(?=\s|$)/g, `$1${AUTH_METHOD}`)))
+    .join('\n');
+  if (rewritten === text) return;
+  const tmp = `${file}.stockctl.tmp`;
+  await fs.rm(tmp, { force: true });
+  await fs.writeFile(tmp, rewritten, { mode: 0o600 });
+  if (runAs) await fs.chown(tmp, runAs.uid, runAs.gid);
+  await fs.rename(tmp, file);
+}
+
+/** After the reload: a login with a wrong password is refused (the postmaster rereads the file on SIGHUP). */
+async function confirmPasswordRequired(cfg: Config): Promise<void> {
+  const { default: postgres } = await import('postgres');
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const sql = postgres({
+      host: HOST,
+      port: cfg.port,
+      user: SUPERUSER,
+      pass: randomBytes(24).toString('base64url'),
+      database: 'postgres',
+      max: 1,
+      connect_timeout: 10,
+      onnotice: () => {},
+      connection: { application_name: 'stockctl-secure' },
+    });
+    try {
+      await sql`select 1`;
+    } catch (err) {
+      if (/^28/.test(String((err as { code?: unknown }).code))) return;
+      throw new DatabaseUnavailableError(
+        `Could not check that the embedded PostgreSQL server requires its password (${(err as Error).message}); see ${cfg.logFile}.`,
+      );
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+    if (Date.now() > deadline) {
+      throw new DatabaseUnavailableError(
+        `The embedded PostgreSQL server still lets logins in without its password; check ${path.join(cfg.dataDir, 'pg_hba.conf')} and ${cfg.logFile}.`,
+      );
+    }
+    await sleep(20);
+  }
+}
+
+/** Single-user mode, on the stopped cluster: set the role's password without logging in. */
+async function resetPasswordOffline(cfg: Config, verifier: string, bins: Binaries, runAs: RunAs | undefined): Promise<void> {
+  const res = await run(
+    bins.postgres,
+    ['--single', '-D', cfg.dataDir, '-c', 'exit_on_error=on', 'postgres'],
+    runAs,
+    120_000,
+    `ALTER ROLE ${SUPERUSER} PASSWORD '${verifier}';\n`,
+  );
+  if (res.code !== 0) {
+    throw new DatabaseUnavailableError(
+      `Could not reset the password of the embedded PostgreSQL server (${summary(res.output)}); see ${cfg.logFile}.`,
+    );
+  }
+}
+
+/** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802, as psql's \password makes it). */
+function scramVerifier(password: string): string {
+  const salt = randomBytes(16);
+  const salted = pbkdf2Sync(password, salt, SCRAM_ITERATIONS, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest('base64');
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest('base64');
+  return `SCRAM-SHA-256$${SCRAM_ITERATIONS}:${salt.toString('base64')}$${storedKey}:${serverKey}`;
+}
+
+// ---------------------------------------------------------------------------
 // Layout, config, users
 
 function defaultLayout(home: string): { dataDir: string; logFile: string } {
@@ -396,12 +673,12 @@ function defaultLayout(home: string): { dataDir: string; logFile: string } {
   return { dataDir: path.join(base, 'pgdata'), logFile: path.join(base, 'postgres.log') };
 }
 
-function info(home: string, cfg: Config, started: boolean): EmbeddedInfo {
-  return { url: urlFor(cfg.port), port: cfg.port, dataDir: cfg.dataDir, home, started };
+function info(home: string, cfg: Config, password: string, started: boolean): EmbeddedInfo {
+  return { url: urlFor(cfg.port, password), port: cfg.port, dataDir: cfg.dataDir, home, started };
 }
 
-function urlFor(port: number): string {
-  return `postgres://${SUPERUSER}@${HOST}:${port}/${DATABASE}`;
+function urlFor(port: number, password: string): string {
+  return `postgres://${SUPERUSER}:${encodeURIComponent(password)}@${HOST}:${port}/${DATABASE}`;
 }
 
 async function readConfig(home: string): Promise<Config | undefined> {
@@ -414,7 +691,7 @@ async function readConfig(home: string): Promise<Config | undefined> {
   try {
     const c = JSON.parse(text) as Partial<Config>;
     if (Number.isInteger(c.port) && typeof c.dataDir === 'string' && typeof c.logFile === 'string') {
-      return { version: 1, port: c.port!, dataDir: c.dataDir, logFile: c.logFile };
+      return { version: 1, port: c.port!, dataDir: c.dataDir, logFile: c.logFile, ...(c.auth === AUTH_METHOD ? { auth: AUTH_METHOD } : {}) };
     }
   } catch {
     // fall through: treated like a missing file and rewritten under the lock
@@ -486,7 +763,7 @@ function usableBinaries(runAs: RunAs | undefined): Promise<Binaries> {
       });
     }
     const rel = (p: string) => path.join(copy, path.relative(nativeDir, p));
-    return { initdb: rel(bins.initdb), pg_ctl: rel(bins.pg_ctl) };
+    return { initdb: rel(bins.initdb), pg_ctl: rel(bins.pg_ctl), postgres: rel(bins.postgres) };
   })();
   binariesPromise.catch(() => (binariesPromise = undefined));
   return binariesPromise;
@@ -524,10 +801,10 @@ async function loadBinaries(): Promise<Binaries> {
     }
   }
   const exp = (mod.default && typeof mod.default === 'object' ? mod.default : mod) as Record<string, unknown>;
-  if (typeof exp.initdb !== 'string' || typeof exp.pg_ctl !== 'string') {
+  if (typeof exp.initdb !== 'string' || typeof exp.pg_ctl !== 'string' || typeof exp.postgres !== 'string') {
     throw new DatabaseUnavailableError(`The package ${pkg} does not export the PostgreSQL binary paths; reinstall stockctl.`);
   }
-  return { initdb: exp.initdb, pg_ctl: exp.pg_ctl };
+  return { initdb: exp.initdb, pg_ctl: exp.pg_ctl, postgres: exp.postgres };
 }
 
 interface RunResult {
@@ -536,17 +813,17 @@ interface RunResult {
 }
 
 /**
- * Run a PostgreSQL tool to completion. Output is piped and drained; that is safe for
- * `pg_ctl start` because `-l` sends the daemon's output to the log file, so the
- * detached server does not keep our pipes (and this process) alive.
+ * Run a PostgreSQL tool to completion, `input` on its stdin. Output is piped and drained;
+ * that is safe for `pg_ctl start` because `-l` sends the daemon's output to the log file,
+ * so the detached server does not keep our pipes (and this process) alive.
  */
-function run(cmd: string, args: string[], runAs: RunAs | undefined, timeoutMs: number): Promise<RunResult> {
+function run(cmd: string, args: string[], runAs: RunAs | undefined, timeoutMs: number, input?: string): Promise<RunResult> {
   return new Promise((resolve) => {
     const env: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C', LANG: 'C' };
     for (const key of Object.keys(env)) if (key.startsWith('PG')) delete env[key];
     let output = '';
     const child = spawn(cmd, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       env,
       // chdir happens before the uid switch; a readable cwd keeps the tools quiet.
       cwd: runAs ? '/' : undefined,
@@ -555,8 +832,12 @@ function run(cmd: string, args: string[], runAs: RunAs | undefined, timeoutMs: n
     const collect = (chunk: Buffer) => {
       output = (output + chunk.toString('utf8')).slice(-8192);
     };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
+    child.stdout!.on('data', collect);
+    child.stderr!.on('data', collect);
+    if (input !== undefined) {
+      child.stdin!.on('error', () => {}); // a tool that dies early reports it through its exit code
+      child.stdin!.end(input);
+    }
     const timer = setTimeout(() => {
       output += `\n${path.basename(cmd)} timed out after ${Math.round(timeoutMs / 1000)} s`;
       child.kill('SIGKILL');
@@ -604,14 +885,15 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-type ProbeState = 'ready' | 'no-database' | 'starting' | 'down' | 'foreign' | 'other';
+type ProbeState = 'ready' | 'no-database' | 'starting' | 'down' | 'foreign' | 'refused' | 'other';
 
 /**
- * Does this home's own server accept a trust login on `port`? A real login and one
+ * Does this home's own server accept the home's password on `port`? A real login and one
  * query: the server's system identifier must be the one in our pg_control, so another
- * home's server that took the port after ours stopped is 'foreign', never used.
+ * home's server that took the port after ours stopped is 'foreign', never used. A server
+ * that refuses the password ('refused') is another home's, or ours with another password.
  */
-async function probe(port: number, dataDir: string, timeoutS = 3): Promise<ProbeState> {
+async function probe(port: number, dataDir: string, password: string, timeoutS = 3): Promise<ProbeState> {
   const { default: postgres } = await import('postgres');
   const ours = await clusterIdentifier(dataDir);
   // The stockctl database first; if it is missing, identify the server through `postgres`.
@@ -620,6 +902,7 @@ async function probe(port: number, dataDir: string, timeoutS = 3): Promise<Probe
       host: HOST,
       port,
       user: SUPERUSER,
+      pass: password,
       database,
       max: 1,
       connect_timeout: timeoutS,
@@ -635,6 +918,7 @@ async function probe(port: number, dataDir: string, timeoutS = 3): Promise<Probe
       if (code === '3D000' && database === DATABASE) continue;
       if (code === 'ECONNREFUSED') return 'down';
       if (code === '57P03') return 'starting';
+      if (code === '28P01' || code === '28000') return 'refused';
       // Up but full: our own postmaster on this port says it is ours; the caller's pool waits.
       if (code === '53300') return (await listensOn(dataDir, port)) ? 'ready' : 'other';
       return 'other';
@@ -731,7 +1015,10 @@ async function acquireLock(home: string): Promise<{ release(): Promise<void> }> 
         `Timed out waiting for another stockctl process to start the embedded PostgreSQL server (lock ${lockfilePath}).`,
       );
     }
-    throw new DatabaseUnavailableError(`Cannot create the lock ${lockfilePath} (${(err as Error).message}).`);
+    throw (
+      (await homeProblem(home, err as NodeJS.ErrnoException)) ??
+      new DatabaseUnavailableError(`Cannot create the lock ${lockfilePath} (${(err as Error).message}).`)
+    );
   }
 }
 

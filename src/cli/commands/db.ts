@@ -1,5 +1,9 @@
-/** `stockctl db start|stop|status|url|destroy`: the embedded PostgreSQL used when DATABASE_URL is unset. */
+/**
+ * `stockctl db start|stop|status|url|destroy`: the embedded PostgreSQL used when DATABASE_URL is unset.
+ * Its URL carries the password: only `db url` prints it whole, everything else masks it.
+ */
 import { noteEmbeddedStarted, type CommandContext } from '../run.js';
+import { redactUrl } from '../../db/errors.js';
 import { InvalidInputError, RefusedError } from '../../errors.js';
 
 /** `db status` when the server is stopped, as `pg_ctl status` says "no server running". */
@@ -20,11 +24,12 @@ export async function start(ctx: CommandContext) {
   const { ensureEmbedded } = await import('../../db/embedded.js');
   const info = await ensureEmbedded(ctx.config.embedded);
   spinner.stop();
-  noteEmbeddedStarted(ctx.out, info);
   // Opening it also applies any pending migration (the embedded database is ours to migrate).
   await ctx.openDb({ application: 'stockctl-db' });
-  ctx.out.result({ running: true, started: info.started, url: info.url, port: info.port, home: info.home, data_dir: info.dataDir }, () =>
-    ctx.out.line(`${info.started ? 'Started' : 'Already running:'} embedded PostgreSQL at ${info.url} (data in ${info.dataDir}).`),
+  // The result says it started, so no separate note on stderr.
+  const url = redactUrl(info.url);
+  ctx.out.result({ running: true, started: info.started, url, port: info.port, home: info.home, data_dir: info.dataDir }, () =>
+    ctx.out.line(`${info.started ? 'Started' : 'Already running:'} embedded PostgreSQL at ${url} (data in ${info.dataDir}).`),
   );
 }
 
