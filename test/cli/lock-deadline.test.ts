@@ -3,11 +3,11 @@
  * gives up after the same lock deadline (10 s) with the same sentence naming the lock
  * (exit 7, code `timeout`), not after the statement timeout with advice to raise it.
  */
-import postgres from 'postgres';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { addProduct } from '../../src/engine/catalogue.js';
 import { runCli } from '../helpers/cli.js';
 import { useTestDatabase } from '../helpers/db.js';
+import { holdLock } from '../helpers/locks.js';
 
 const t = useTestDatabase();
 
@@ -19,23 +19,11 @@ beforeAll(async () => {
 
 /** Run `fn` while another session holds HELD's row lock. */
 async function whileHeld<T>(fn: () => Promise<T>): Promise<T> {
-  const holder = postgres(t.url, { max: 1, onnotice: () => {} });
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let locked!: () => void;
-  const isLocked = new Promise<void>((resolve) => (locked = resolve));
-  const held = holder.begin(async (tx) => {
-    await tx`SELECT 1 FROM products WHERE sku = 'HELD' FOR UPDATE`;
-    locked();
-    await released;
-  });
+  const lock = await holdLock(t.url, "SELECT 1 FROM products WHERE sku = 'HELD' FOR UPDATE");
   try {
-    await isLocked;
     return await fn();
   } finally {
-    release();
-    await held;
-    await holder.end();
+    await lock.release();
   }
 }
 

@@ -4,13 +4,13 @@
  * and a value past 24.8 days must neither fire at once (Node turns it into 1 ms) nor print
  * a TimeoutOverflowWarning.
  */
-import postgres from 'postgres';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { addProduct } from '../../src/engine/catalogue.js';
 import { reserveOrder } from '../../src/engine/orders.js';
 import { DEFAULT_SETTINGS } from '../../src/engine/settings.js';
 import { startCli } from '../helpers/cli.js';
 import { useTestDatabase } from '../helpers/db.js';
+import { holdLock } from '../helpers/locks.js';
 import { api, startServer } from '../server/_server.js';
 
 const t = useTestDatabase();
@@ -89,20 +89,10 @@ describe('serve with durations past 24.8 days', () => {
     await addProduct(t.db, { sku: 'GRACE', name: 'Grace', stock: 5, actor: 'test' });
     const server = await startServer(t.url, ['--grace', '366d', '--strategy', 'guarded']);
     // Hold GRACE's row, so that an order for it is in flight (waiting for the lock) at SIGTERM.
-    const holder = postgres(t.url, { max: 1, onnotice: () => {} });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let locked!: () => void;
-    const isLocked = new Promise<void>((resolve) => (locked = resolve));
-    const held = holder.begin(async (tx) => {
-      await tx`SELECT 1 FROM products WHERE sku = 'GRACE' FOR UPDATE`;
-      locked();
-      await released;
-    });
+    const lock = await holdLock(t.url, "SELECT 1 FROM products WHERE sku = 'GRACE' FOR UPDATE");
     let exit;
     let answer;
     try {
-      await isLocked;
       const order = api(server, 'POST', '/orders', { token: token.json.token, body: { items: [{ sku: 'GRACE', quantity: 1 }] } });
       order.catch(() => {});
       await until('the order waiting for the row lock', async () => {
@@ -112,13 +102,11 @@ describe('serve with durations past 24.8 days', () => {
       });
       server.proc.child.kill('SIGTERM');
       await sleep(WATCH_MS);
-      release();
+      await lock.release();
       answer = await order;
       exit = await server.proc.result;
     } finally {
-      release();
-      await held;
-      await holder.end();
+      await lock.release();
       server.proc.child.kill('SIGKILL');
     }
     expect(answer.status, answer.text).toBe(201);

@@ -3,13 +3,13 @@
  * process): the other SKUs of its lane are served meanwhile, and its own buyers wait for
  * the row apart, getting their orders once it is released, or the lock-timeout error.
  */
-import postgres from 'postgres';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { toDomainError } from '../../src/db/errors.js';
 import { laneOf } from '../../src/engine/batched.js';
 import { reserveOrder, type ReserveResult } from '../../src/engine/orders.js';
 import { useTestDatabase } from '../helpers/db.js';
+import { holdLock as holdLockOn } from '../helpers/locks.js';
 import { ACTOR, SETTINGS, addProducts, attempt, invariantViolations, stockOf, type Outcome } from './_support.js';
 
 const t = useTestDatabase();
@@ -27,30 +27,7 @@ const GATE = ['GATE', 'GATE-A', 'GATE-B', 'GATE-C'].find((sku) => laneOf(sku) ==
 const buy = (db: Database['db'], sku: string, quantity = 1, customerId?: string) =>
   attempt(() => reserveOrder(db, { lines: [{ sku, quantity }], strategy: 'batched', actor: ACTOR, customerId }, SETTINGS));
 
-/** A session of its own that holds a lock (taken by `statement`) until released. */
-async function holdLock(statement: string) {
-  const holder = postgres(t.url, { max: 1, onnotice: () => {} });
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let locked!: () => void;
-  const isLocked = new Promise<void>((resolve) => (locked = resolve));
-  const held = holder.begin(async (tx) => {
-    await tx.unsafe(statement);
-    locked();
-    await released;
-  });
-  await isLocked;
-  let ended = false;
-  return {
-    async release() {
-      if (ended) return;
-      ended = true;
-      release();
-      await held;
-      await holder.end();
-    },
-  };
-}
+const holdLock = (statement: string) => holdLockOn(t.url, statement);
 
 /** A promise's outcome, and whether it has come yet. */
 function watch<T>(p: Promise<T>) {

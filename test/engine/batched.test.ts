@@ -4,13 +4,13 @@
  * order. Batches are made on one pool, so these buyers share one pool (and its
  * connections); the seed scenarios on separate connections are in contention.test.ts.
  */
-import postgres from 'postgres';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { laneOf } from '../../src/engine/batched.js';
 import { reserveOrder, type ReserveResult } from '../../src/engine/orders.js';
 import { InsufficientStockError } from '../../src/errors.js';
 import { useTestDatabase } from '../helpers/db.js';
+import { holdLock } from '../helpers/locks.js';
 import { ACTOR, SETTINGS, addProducts, attempt, invariantViolations, stockOf, tally, unexpected, type Outcome } from './_support.js';
 
 const t = useTestDatabase();
@@ -44,30 +44,17 @@ const blockerFor = (sku: string) => {
  */
 async function inOneBatch<T>(db: Database['db'], sku: string, buyers: (() => Promise<T>)[]): Promise<T[]> {
   const blocker = blockerFor(sku);
-  const holder = postgres(t.url, { max: 1, onnotice: () => {} });
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let locked!: () => void;
-  const isLocked = new Promise<void>((resolve) => (locked = resolve));
-  const held = holder.begin(async (tx) => {
-    await tx`LOCK TABLE stock_movements IN SHARE MODE`;
-    locked();
-    await released;
-  });
+  const lock = await holdLock(t.url, 'LOCK TABLE stock_movements IN SHARE MODE');
   try {
-    await isLocked;
     const first = buy(db, blocker);
     await new Promise((resolve) => setTimeout(resolve, 200)); // the first is in flight, waiting
     const rest = buyers.map((b) => b());
     await new Promise((resolve) => setTimeout(resolve, 100)); // all of them queued
-    release();
-    const [firstOutcome, ...outcomes] = await Promise.all([first, ...rest]);
+    const [, [firstOutcome, ...outcomes]] = await Promise.all([lock.release(), Promise.all([first, ...rest])]);
     expect(firstOutcome).toMatchObject({ ok: true });
     return outcomes as T[];
   } finally {
-    release();
-    await held;
-    await holder.end();
+    await lock.release();
   }
 }
 
