@@ -282,13 +282,20 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--url <url>', 'fire the buyers at a running `stockctl serve` (same database) instead of the engine')
     .option('--token <token>', 'with --url: a token of role shop or above (default $STOCKCTL_TOKEN)')
     .option('--report <file>', 'also write the run as one self-contained HTML page (charts, verdict, settings), even if it fails or is stopped')
+    .option('--repeat <n>', 'run the whole workload n times, strategies interleaved, and report the median and spread of each figure')
     .option('--compare <files...>', 'run nothing: compare two saved `loadtest --json` documents, before.json after.json')
+    .option(
+      '--fail-if <condition>',
+      "with --compare: exit 6 when the condition holds, like 'batched.throughput_rps < -10%' (repeatable; see the README)",
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .addHelpText(
       'after',
       examples(
         'npx stockctl loadtest',
         'stockctl loadtest --buyers 1000 --stock 100 --concurrency 50 --strategy guarded --json',
         'stockctl loadtest --json --report after.html > after.json && stockctl loadtest --compare before.json after.json',
+        "stockctl loadtest --repeat 3 --json > after.json && stockctl loadtest --compare before.json after.json --fail-if 'batched.throughput_rps < -10%'",
         'stockctl loadtest --url http://127.0.0.1:8080 --token "$STOCKCTL_TOKEN" --concurrency 64',
         'stockctl loadtest --chaos --mix --buyers 500 --stock 100 --strategy all',
         'stockctl loadtest --chaos 50ms --strategy batched --json',
@@ -307,12 +314,19 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--pool <n>', 'database connections for requests', '10')
     .option('--grace <duration>', 'on SIGTERM / SIGINT, how long in-flight requests may finish', '10s')
     .option('--max-streams <n>', 'at most this many live stock streams (GET /stock/events) at once; one more gets 503 with Retry-After', '1000')
+    .option(
+      '--cors-origin <origin>',
+      'let a browser page on this origin call the read routes (GET, HEAD), e.g. https://shop.example.com (repeatable; default: no CORS)',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
+    .option('--token-rate-limit <n>', 'at most <n> requests a minute per token; one more gets 429 with Retry-After (default: no limit)')
     .addHelpText(
       'after',
       examples(
         'stockctl token create checkout --role shop',
         'stockctl serve --port 8080 --sweep-every 1m',
         'stockctl serve --max-streams 200',
+        'stockctl serve --cors-origin https://shop.example.com --token-rate-limit 600',
         'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/stock',
         'curl -N -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/stock/events?sku=TEE',
       ),

@@ -4,22 +4,23 @@
  * verify invariant) for the SKUs it created, and only those.
  */
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import { sql } from 'drizzle-orm';
 import * as hdr from 'hdr-histogram-js';
 import type { Database } from '../db/client.js';
-import { execute, rows, transaction } from '../db/query.js';
-import { InsufficientStockError } from '../errors.js';
+import { rows, transaction } from '../db/query.js';
+import { DatabaseUnavailableError, InsufficientStockError, RefusedError } from '../errors.js';
 import { addProduct } from '../engine/catalogue.js';
 import { cancelOrder, payOrder, reserveOrder, StockConflictError, type ReserveInput, type ReserveResult, type Strategy } from '../engine/orders.js';
 import { expireOrders, TIMEOUT_NOTE } from '../engine/release.js';
 import { withConflictRetry } from '../engine/retry.js';
-import { RefusedError } from '../errors.js';
 import type { Settings } from '../engine/settings.js';
 import { findViolations, type Violation } from '../engine/verify.js';
-import { publicMessage } from '../db/errors.js';
+import { publicMessage, toDomainError } from '../db/errors.js';
 import { STOCKCTL_VERSION } from '../version.js';
 import type { LatencyBucket, Timeline } from './html-report.js';
 import { LOADTEST_SKU_PREFIX } from './skus.js';
+import { removeRuns } from './leftovers.js';
 import {
   CHAOS_MONKEY_APPLICATION,
   checkChaosRun,
@@ -52,17 +53,21 @@ export interface LoadtestConfig {
   url?: string;
   /** --chaos: terminate the run's own backends at random while its buyers run. */
   chaos?: ChaosConfig;
+  /** The buyers' pool size, as planned within the server's room (default: connectionsFor). */
+  connections?: number;
+  /**
+   * A pool of its own, closed by the run: the workers' (buyers, pays, cancels, the sweep,
+   * the bare UPDATE), and with --chaos the monkey's. Without it, the workers use the pool the
+   * run was given, which is otherwise the checker's alone (set-up and checks).
+   */
+  openPool?(application: string, max: number): Promise<Database>;
+  /** --repeat: run the whole workload this many times, strategies interleaved. */
+  repeat?: number;
 }
 
 export interface ChaosConfig {
   /** Mean time between two kills; each gap is drawn between half and one and a half of it. */
   intervalMs: number;
-  /**
-   * A pool of its own, closed by the run: the workers' (buyers, pays, cancels, the sweep,
-   * under the run's own application_name) and the monkey's. The pool the run was given
-   * stays the checker's, which is never killed.
-   */
-  openPool(application: string, max: number): Promise<Database>;
   /** --url: the server's application_name; its backends on this database are killed too. */
   serverApplication?: string;
 }
@@ -102,12 +107,65 @@ export interface StrategyReport {
    * the reserves that failed by a fault yet committed: faults.committed_unacknowledged).
    */
   mix?: MixFates;
+  /** The numbers behind "no oversell" for this strategy's SKUs (summed over --repeat's runs). */
+  proof?: Proof;
+  /**
+   * Operations the database turned away or lost (a full server, a dropped connection),
+   * outside --chaos: the machine's trouble, not a broken invariant; the run then has no
+   * verdict and exits 7.
+   */
+  unavailable?: number;
+  /** With --repeat: each run's own figures, in the order they ran, and their spread. */
+  repeats?: RunFigures[];
+  spread?: Spread;
   /** With --chaos: backends terminated while this strategy ran. */
   faults_injected?: number;
   /** With --chaos: operations (reserves, pays, cancels, sweeps) that failed with a killed connection. */
   failed_by_faults?: number;
   faults?: FaultFigures;
 }
+
+/**
+ * What the database holds for a strategy's SKUs at the end: sold + reserved never above the
+ * stock, the counters equal to the ledger and to the active reservations, and what
+ * `verify` finds on them.
+ */
+export interface Proof {
+  /** Units put on sale (stock × SKUs). */
+  stock: number;
+  /** Units sold: how far on-hand fell. */
+  sold: number;
+  /** The counters: reserved_stock and stock_quantity, summed. */
+  reserved: number;
+  on_hand: number;
+  /** The ledger: its reserved and on-hand deltas, summed. */
+  ledger_reserved: number;
+  ledger_on_hand: number;
+  /** Units held by active reservations. */
+  active_reservations: number;
+  /** What `verify` finds wrong on these SKUs (0 when every invariant holds). */
+  verify_problems: number;
+}
+
+/** One run's own figures, under --repeat. */
+export interface RunFigures {
+  throughput_rps: number;
+  /** Against the bare UPDATE of the same round (null for the bare UPDATE itself). */
+  ratio_to_bare_update: number | null;
+  duration_ms: number;
+  latency_ms: LatencySummary;
+}
+
+/** How far a figure moved between --repeat's runs: the range, and the range over the median. */
+export interface FigureSpread {
+  min: number;
+  max: number;
+  /** (max − min) / median: 0.08 is a spread of 8 %. */
+  relative: number;
+}
+
+export type SpreadFigure = 'throughput_rps' | 'ratio_to_bare_update' | 'p50_ms' | 'p95_ms' | 'p99_ms';
+export type Spread = Partial<Record<SpreadFigure, FigureSpread>>;
 
 export interface MixFates {
   paid: number;
@@ -135,6 +193,25 @@ export interface BaselineReport {
   timeline?: Timeline;
   histogram?: LatencyBucket[];
   first_error?: string;
+  repeats?: RunFigures[];
+  spread?: Spread;
+}
+
+/** What the figures depend on, recorded with them. */
+export interface Environment {
+  /** This machine's: the loadtest's own (and the server's too when it is local). */
+  cores: number;
+  /** This machine's load average over 1, 5 and 15 minutes, when the run started. */
+  load_average: [number, number, number];
+  server_version: string;
+  /** embedded: stockctl's own server; local: on this machine (loopback or a Unix socket); remote: elsewhere. */
+  server_location: 'embedded' | 'local' | 'remote';
+  synchronous_commit: string;
+  max_connections: number;
+  /** Client sessions on the server when the run started. */
+  connections_in_use: number;
+  /** Reached through a pooler (PgBouncer). */
+  pooled: boolean;
 }
 
 export interface LoadtestReport {
@@ -144,6 +221,7 @@ export interface LoadtestReport {
   finished_at: string;
   stockctl_version: string;
   server_version: string;
+  environment?: Environment;
   config: {
     buyers: number;
     stock: number;
@@ -159,6 +237,8 @@ export interface LoadtestReport {
     url?: string;
     max_retries: number;
     retry_backoff_ms: number;
+    /** --repeat: how many times the workload ran (strategies interleaved); figures are then medians. */
+    repeat?: number;
     /**
      * --chaos: the mean time between kills, and whose backends were killed: `workers`, the
      * run's own pool (application_name `stockctl-loadtest-<run_id>`), and with --url `server`
@@ -171,7 +251,9 @@ export interface LoadtestReport {
   /** With --chaos: totals over the strategies. */
   faults_injected?: number;
   failed_by_faults?: number;
-  /** False when a check failed, and always when the run was interrupted: no verdict then. */
+  /** Operations the database turned away or lost, over the strategies: no verdict, exit 7. */
+  unavailable?: number;
+  /** False when a check failed, when the database turned operations away, and always when the run was interrupted: no verdict then. */
   ok: boolean;
   interrupted: boolean;
 }
@@ -235,15 +317,34 @@ function timelineOf(endedAt: number[], durationMs: number): Timeline {
   return { slice_ms: slice, counts };
 }
 
-/** The latency histogram in 24 log-spaced buckets, from the fastest call to the slowest. */
+/**
+ * The latency histogram on edges shared by every series and every run: ten buckets a decade
+ * (upper bounds 10^(k/10) ms, to three digits), from the fastest call's bucket to the slowest's.
+ * Shared edges put every strategy on one scale, and let --repeat's runs be added up.
+ */
 function bucketsOf(tookUs: number[]): LatencyBucket[] {
   if (tookUs.length === 0) return [];
-  const low = tookUs.reduce((a, b) => Math.min(a, b));
-  const high = Math.max(low + 1, tookUs.reduce((a, b) => Math.max(a, b)));
-  const step = Math.pow(high / low, 1 / 24);
-  const counts = new Array<number>(24).fill(0);
-  for (const us of tookUs) counts[Math.min(23, Math.floor(Math.log(us / low) / Math.log(step)))]++;
-  return counts.map((count, i) => ({ le_ms: Math.round((low * Math.pow(step, i + 1)) / 10) / 100, count }));
+  const step = (us: number) => Math.ceil(Math.round(10 * Math.log10(us / 1000) * 1e6) / 1e6);
+  const counts = new Map<number, number>();
+  for (const us of tookUs) counts.set(step(us), (counts.get(step(us)) ?? 0) + 1);
+  const [low, high] = [Math.min(...counts.keys()), Math.max(...counts.keys())];
+  return Array.from({ length: high - low + 1 }, (_, i) => ({ le_ms: bucketEdge(low + i), count: counts.get(low + i) ?? 0 }));
+}
+
+/** The upper bound of bucket k: 10^(k/10) ms, to three significant digits. */
+const bucketEdge = (k: number) => Number(Math.pow(10, k / 10).toPrecision(3));
+
+/** Histograms on the shared edges, added up (--repeat's runs of one strategy). */
+function addHistograms(histograms: (LatencyBucket[] | undefined)[]): LatencyBucket[] {
+  const counts = new Map<number, number>();
+  for (const h of histograms) for (const b of h ?? []) counts.set(b.le_ms, (counts.get(b.le_ms) ?? 0) + b.count);
+  return [...counts.entries()].sort((a, b) => a[0] - b[0]).map(([le_ms, count]) => ({ le_ms, count }));
+}
+
+/** The database turned the session away or lost it (a timeout is not that: it counts as an error). */
+function databaseUnavailable(err: unknown): boolean {
+  const mapped = err instanceof DatabaseUnavailableError ? err : toDomainError(err);
+  return mapped instanceof DatabaseUnavailableError && mapped.code === 'database_unavailable';
 }
 
 const skuFor = (prefix: string, strategy: string, i: number) => `${prefix}${strategy}-${i}`;
@@ -256,6 +357,9 @@ async function createSkus(database: Database, prefix: string, strategy: string, 
 
 /** Connections a run uses: --concurrency, but no more than there are buyers. */
 export const connectionsFor = (cfg: Pick<LoadtestConfig, 'concurrency' | 'buyers'>) => Math.min(cfg.concurrency, cfg.buyers);
+
+/** The buyers' pool: as planned (within the server's room), else connectionsFor. */
+const poolSize = (cfg: LoadtestConfig) => cfg.connections ?? connectionsFor(cfg);
 
 /** How long a run of `done` calls took, and its rate (calls per second). */
 const pace = (done: number, durationMs: number) => ({
@@ -284,7 +388,7 @@ async function measureBareUpdate(database: Database, runId: string, cfg: Loadtes
     let firstError: string | undefined;
     const { durationMs, done, latency_ms, timeline, histogram } = await fire(
       cfg.buyers,
-      connectionsFor(cfg),
+      poolSize(cfg),
       async (i) => {
         try {
           await database.sql`UPDATE ${table} SET reserved_stock = reserved_stock + ${cfg.quantity}
@@ -357,8 +461,16 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
   // Anything unexpected (a statement timeout, a dropped connection) is counted and
   // reported; it never ends the run, whose checks still run. With --chaos, an operation
   // whose connection was killed is a fault, counted apart (and not tried again).
+  // A database that turns a session away or loses it (outside --chaos) is the machine's
+  // trouble: counted apart, it breaks no invariant, but leaves the run without a verdict.
+  let unavailable = 0;
+  let firstUnexpected: string | undefined;
   const unexpected = (err: unknown) => {
-    errors++;
+    if (databaseUnavailable(err)) unavailable++;
+    else {
+      errors++;
+      firstUnexpected ??= publicMessage(err);
+    }
     firstError ??= publicMessage(err);
   };
   const failed = (operation: Operation, err: unknown) => {
@@ -408,7 +520,7 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
   // The monkey stops once the buyers (and their pays and cancels) are done, whatever happened.
   const { durationMs, done, latency_ms, timeline, histogram } = await fire(
     cfg.buyers,
-    connectionsFor(cfg),
+    poolSize(cfg),
     async (i, stopClock) => {
       let orderId: string | undefined;
       const sku = skuFor(prefix, strategy, i % cfg.skus);
@@ -444,13 +556,26 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
   sweeping = false;
   await sweeper;
   const violations = await findViolations(checker.db, `${prefix}${strategy}-`);
-  const [units] = await rows<{ reserved: number; stock: number }>(
+  const [units] = await rows<{ reserved: number; stock: number; ledger_reserved: number; ledger_on_hand: number; active: number }>(
     checker.db,
-    sql`SELECT coalesce(sum(reserved_stock), 0)::int AS reserved, coalesce(sum(stock_quantity), 0)::int AS stock
+    sql`SELECT coalesce(sum(reserved_stock), 0)::int AS reserved, coalesce(sum(stock_quantity), 0)::int AS stock,
+               (SELECT coalesce(sum(reserved_delta), 0)::int FROM stock_movements WHERE sku LIKE ${like}) AS ledger_reserved,
+               (SELECT coalesce(sum(stock_delta), 0)::int FROM stock_movements WHERE sku LIKE ${like}) AS ledger_on_hand,
+               (SELECT coalesce(sum(quantity), 0)::int FROM stock_reservations WHERE sku LIKE ${like} AND status = 'active') AS active
           FROM products WHERE sku LIKE ${like}`,
   );
   const capacity = cfg.stock * cfg.skus;
   const sold = capacity - units.stock;
+  const proof: Proof = {
+    stock: capacity,
+    sold,
+    reserved: units.reserved,
+    on_hand: units.stock,
+    ledger_reserved: units.ledger_reserved,
+    ledger_on_hand: units.ledger_on_hand,
+    active_reservations: units.active,
+    verify_problems: violations.length,
+  };
   if (units.reserved + sold > capacity) {
     violations.push({ kind: 'oversell', message: `${units.reserved} units reserved and ${sold} sold out of ${capacity} in stock` });
   }
@@ -472,7 +597,8 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
       ...(tally.first_error ? { first_chaos_error: tally.first_error } : {}),
     };
     if (tally.errors > 0) violations.push({ kind: 'chaos_errors', message: `the chaos monkey failed ${tally.errors} time(s): ${tally.first_error}` });
-  } else {
+  } else if (unavailable === 0) {
+    // (An operation the database lost may have committed: these exact counts cannot hold then.)
     if (sold !== unitsSold) {
       violations.push({ kind: 'units_mismatch', message: `${unitsSold} units paid for but on hand fell by ${sold}` });
     }
@@ -487,7 +613,7 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
     // shelf's (checkChaosRun proved them equal to the paid orders'), not the acknowledged pays'.
     mix = { ...fates, units_sold: ledger ? sold : unitsSold, late_pays_refused: latePaysRefused };
     const accounted = fates.paid + fates.cancelled + fates.expired_by_sweep + fates.still_pending;
-    if (accounted !== successes + committedReserves) {
+    if (unavailable === 0 && accounted !== successes + committedReserves) {
       const extra = ledger ? ` (and ${committedReserves} committed despite a fault)` : '';
       violations.push({ kind: 'fates_mismatch', message: `${successes} buyers won${extra} but ${accounted} orders have a fate` });
     }
@@ -496,11 +622,11 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
   // seed design's known weakness here: its false rejections are reported, not hidden.
   // (With --mix, cancelled and expired units go back on sale, so winners may exceed it;
   // with --chaos, buyers fail from faults: checkChaosRun asserts it per SKU instead.)
-  const expected = !cfg.mix && !ledger && cfg.quantity === 1 && done === cfg.buyers ? Math.min(cfg.buyers, capacity) : null;
+  const expected = !cfg.mix && !ledger && unavailable === 0 && cfg.quantity === 1 && done === cfg.buyers ? Math.min(cfg.buyers, capacity) : null;
   if (expected !== null && strategy !== 'optimistic' && successes !== expected) {
     violations.push({ kind: 'false_rejection', message: `${successes} of ${cfg.buyers} buyers won, expected exactly ${expected}` });
   }
-  if (errors > 0) violations.push({ kind: 'errors', message: `${errors} operation(s) failed unexpectedly: ${firstError}` });
+  if (errors > 0) violations.push({ kind: 'errors', message: `${errors} operation(s) failed unexpectedly: ${firstUnexpected}` });
   const failedByFaults = ledger ? Object.values(ledger.failed).reduce((a, b) => a + b, 0) : 0;
   return {
     strategy,
@@ -512,6 +638,8 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
     retries,
     units_reserved: units.reserved,
     ...(mix ? { mix } : {}),
+    proof,
+    ...(unavailable > 0 ? { unavailable } : {}),
     expected_successes: expected,
     ...pace(done, durationMs),
     ratio_to_bare_update: null,
@@ -524,126 +652,208 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
   };
 }
 
-/** Every run's SKUs start `loadtest-<run id>-` (LOADTEST_SKU_PREFIX), its scratch table is `loadtest_bare_<run id>`. */
-const ANY_RUN = '[0-9a-f]{8}';
-const runSkus = (runId: string) => `^${LOADTEST_SKU_PREFIX}${runId}-`;
-const runTables = (runId: string) => `^loadtest_bare_${runId}$`;
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const round2 = (n: number) => Math.round(n * 100) / 100;
 
-export interface LoadtestLeftovers {
-  /** Run ids whose rows or scratch table are still there. */
-  runs: string[];
-  skus: number;
-  orders: number;
-  scratch_tables: number;
+/** The range of a figure over --repeat's runs (null values, where it does not apply, left out). */
+function spreadOf(values: (number | null)[]): FigureSpread | undefined {
+  const known = values.filter((v): v is number => v !== null);
+  if (known.length < 2) return undefined;
+  const [min, max, mid] = [Math.min(...known), Math.max(...known), median(known)];
+  return { min, max, relative: mid > 0 ? Math.round(((max - min) / mid) * 1000) / 1000 : 0 };
 }
 
-export interface RemovedLeftovers extends LoadtestLeftovers {
-  reservations: number;
-  ledger_rows: number;
+const figuresOf = (r: { throughput_rps: number; duration_ms: number; latency_ms: LatencySummary; ratio_to_bare_update?: number | null }): RunFigures => ({
+  throughput_rps: r.throughput_rps,
+  ratio_to_bare_update: r.ratio_to_bare_update ?? null,
+  duration_ms: r.duration_ms,
+  latency_ms: r.latency_ms,
+});
+
+/**
+ * --repeat's runs of one series as one: the median of each figure (rate, ratio, duration,
+ * each percentile), each run's own figures and their spread, the latency histograms added up,
+ * and the timeline of the run whose rate is the median (a line to look at, not an average).
+ */
+function medianOfRuns<T extends BaselineReport | StrategyReport>(runs: T[]): Pick<T, 'throughput_rps' | 'duration_ms' | 'latency_ms' | 'timeline' | 'histogram' | 'repeats' | 'spread'> & { ratio_to_bare_update: number | null } {
+  const figures = runs.map(figuresOf);
+  const ratios = figures.map((f) => f.ratio_to_bare_update).filter((r): r is number => r !== null);
+  const rate = median(figures.map((f) => f.throughput_rps));
+  const middle = runs.reduce((best, r) => (Math.abs(r.throughput_rps - rate) < Math.abs(best.throughput_rps - rate) ? r : best));
+  const percentile = (p: keyof LatencySummary) => round2(median(figures.map((f) => f.latency_ms[p])));
+  const spread: Spread = {};
+  const add = (name: SpreadFigure, values: (number | null)[]) => {
+    const found = spreadOf(values);
+    if (found) spread[name] = found;
+  };
+  add('throughput_rps', figures.map((f) => f.throughput_rps));
+  add('ratio_to_bare_update', figures.map((f) => f.ratio_to_bare_update));
+  for (const p of ['p50', 'p95', 'p99'] as const) add(`${p}_ms`, figures.map((f) => f.latency_ms[p]));
+  return {
+    throughput_rps: Math.round(rate),
+    ratio_to_bare_update: ratios.length ? round2(median(ratios)) : null,
+    duration_ms: Math.round(median(figures.map((f) => f.duration_ms))),
+    latency_ms: { p50: percentile('p50'), p95: percentile('p95'), p99: percentile('p99'), max: Math.max(...figures.map((f) => f.latency_ms.max)) },
+    timeline: middle.timeline,
+    histogram: addHistograms(runs.map((r) => r.histogram)),
+    repeats: figures,
+    spread,
+  };
 }
 
-async function scratchTables(database: Database, runId: string): Promise<string[]> {
-  const found = await rows<{ name: string }>(
-    database.db,
-    sql`SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() AND tablename ~ ${runTables(runId)} ORDER BY 1`,
-  );
-  return found.map((t) => t.name);
+/** Every number in `parts` added up, leaf by leaf (counts, fates, faults); the first string kept. */
+function addUp<T>(parts: T[]): T {
+  const [first] = parts;
+  if (typeof first === 'number') return parts.reduce((a, b) => (a as number) + (b as number), 0) as T;
+  if (first === null || typeof first !== 'object' || Array.isArray(first)) return first;
+  const keys = new Set(parts.flatMap((p) => Object.keys(p as object)));
+  const out: Record<string, unknown> = {};
+  for (const key of keys) {
+    const values = parts.map((p) => (p as Record<string, unknown>)[key]).filter((v) => v !== undefined);
+    out[key] = values.length === 0 ? undefined : addUp(values);
+  }
+  return out as T;
 }
 
-/** What earlier runs left behind: killed before they could clean up, or kept with --keep. */
-export async function findLeftovers(database: Database): Promise<LoadtestLeftovers> {
-  const pattern = runSkus(ANY_RUN);
-  const stock = await rows<{ sku: string }>(
-    database.db,
-    sql`SELECT sku FROM products WHERE sku ~ ${pattern} UNION ALL SELECT sku FROM product_variants WHERE sku ~ ${pattern}`,
-  );
-  const [orders] = await rows<{ n: number }>(database.db, sql`SELECT count(DISTINCT order_id)::int AS n FROM order_items WHERE sku ~ ${pattern}`);
-  const tables = await scratchTables(database, ANY_RUN);
-  const runs = new Set([...stock.map((r) => r.sku.slice(LOADTEST_SKU_PREFIX.length, LOADTEST_SKU_PREFIX.length + 8)), ...tables.map((t) => t.slice(-8))]);
-  return { runs: [...runs].sort(), skus: stock.length, orders: orders.n, scratch_tables: tables.length };
+function combineBaselines(runs: BaselineReport[]): BaselineReport {
+  if (runs.length === 1) return runs[0];
+  return {
+    strategy: 'bare_update',
+    buyers: addUp(runs.map((r) => r.buyers)),
+    errors: addUp(runs.map((r) => r.errors)),
+    ...medianOfRuns(runs),
+    ...(runs.find((r) => r.first_error) ? { first_error: runs.find((r) => r.first_error)!.first_error } : {}),
+  } as BaselineReport;
 }
 
-/** Remove a run's rows (or every run's): orders, reservations, ledger rows, products, scratch table. */
-async function removeRuns(database: Database, runId: string): Promise<RemovedLeftovers> {
-  const pattern = runSkus(runId);
-  const runs = runId === ANY_RUN ? (await findLeftovers(database)).runs : [runId];
-  const removed = await transaction(database.db, async (tx) => {
-    const txCount = async (query: ReturnType<typeof sql>) => (await rows<{ n: number }>(tx, query))[0].n;
-    await execute(tx, sql`CREATE TEMP TABLE lt_orders ON COMMIT DROP AS
-                           SELECT DISTINCT order_id FROM order_items WHERE sku ~ ${pattern}`);
-    const orders = await txCount(sql`SELECT count(*)::int AS n FROM lt_orders`);
-    const ledgerRows = await txCount(sql`WITH d AS (DELETE FROM stock_movements WHERE sku ~ ${pattern} RETURNING 1) SELECT count(*)::int AS n FROM d`);
-    const reservations = await txCount(
-      sql`WITH d AS (DELETE FROM stock_reservations WHERE order_id IN (SELECT order_id FROM lt_orders) RETURNING 1) SELECT count(*)::int AS n FROM d`,
-    );
-    await execute(tx, sql`DELETE FROM order_items WHERE order_id IN (SELECT order_id FROM lt_orders)`);
-    await execute(tx, sql`DELETE FROM orders WHERE order_id IN (SELECT order_id FROM lt_orders)`);
-    const variants = await txCount(sql`WITH d AS (DELETE FROM product_variants WHERE sku ~ ${pattern} RETURNING 1) SELECT count(*)::int AS n FROM d`);
-    const products = await txCount(sql`WITH d AS (DELETE FROM products WHERE sku ~ ${pattern} RETURNING 1) SELECT count(*)::int AS n FROM d`);
-    return { orders, ledger_rows: ledgerRows, reservations, skus: variants + products };
+/** --repeat's runs of one strategy as one report: counts added up, figures the medians, every run's violations. */
+function combineStrategy(runs: StrategyReport[]): StrategyReport {
+  if (runs.length === 1) return runs[0];
+  const sum = <K extends keyof StrategyReport>(key: K) => {
+    const values = runs.map((r) => r[key]).filter((v) => v !== undefined && v !== null);
+    return values.length === 0 ? undefined : addUp(values);
+  };
+  const expected = runs.every((r) => r.expected_successes !== null) ? runs.reduce((a, r) => a + r.expected_successes!, 0) : null;
+  const optional = (['mix', 'unavailable', 'faults_injected', 'failed_by_faults', 'faults'] as const).flatMap((k) => {
+    const v = sum(k);
+    return v === undefined ? [] : [[k, v] as const];
   });
-  const tables = await scratchTables(database, runId);
-  for (const table of tables) await database.sql`DROP TABLE IF EXISTS ${database.sql(table)}`;
-  return { runs, ...removed, scratch_tables: tables.length };
+  return {
+    strategy: runs[0].strategy,
+    buyers: sum('buyers')!,
+    successes: sum('successes')!,
+    rejections: sum('rejections')!,
+    false_rejections: sum('false_rejections')!,
+    errors: sum('errors')!,
+    retries: sum('retries')!,
+    units_reserved: sum('units_reserved')!,
+    expected_successes: expected,
+    ...medianOfRuns(runs),
+    ...(runs.every((r) => r.proof) ? { proof: sum('proof') } : {}),
+    violations: runs.flatMap((r, i) => r.violations.map((v) => ({ ...v, message: `run ${i + 1} of ${runs.length}: ${v.message}` }))),
+    ...(runs.find((r) => r.first_error) ? { first_error: runs.find((r) => r.first_error)!.first_error } : {}),
+    ...Object.fromEntries(optional),
+  } as StrategyReport;
 }
 
-/** `loadtest --cleanup`: remove what every earlier run left behind. */
-export function removeLeftovers(database: Database): Promise<RemovedLeftovers> {
-  return removeRuns(database, ANY_RUN);
+/** What the figures depend on; the server is local when reached over loopback or a Unix socket (no address). */
+async function environmentOf(database: Database): Promise<Environment> {
+  const [e] = await rows<{ version: string; synchronous_commit: string; max_connections: number; in_use: number; loopback: boolean }>(
+    database.db,
+    sql`SELECT current_setting('server_version') AS version, current_setting('synchronous_commit') AS synchronous_commit,
+               current_setting('max_connections')::int AS max_connections,
+               (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend') AS in_use,
+               coalesce(inet_server_addr() << '127.0.0.0/8'::inet OR inet_server_addr() = '::1'::inet, true) AS loopback`,
+  );
+  const load = os.loadavg().map(round2) as [number, number, number];
+  return {
+    cores: os.availableParallelism(),
+    load_average: load,
+    server_version: e.version,
+    server_location: database.embedded ? 'embedded' : e.loopback ? 'local' : 'remote',
+    synchronous_commit: e.synchronous_commit,
+    max_connections: e.max_connections,
+    connections_in_use: e.in_use,
+    pooled: database.pooled,
+  };
 }
+
+/** The strategies in round `round`'s order: each round starts one further along, so that none always runs first. */
+const rotated = <T>(items: T[], round: number) => items.map((_, i) => items[(i + round) % items.length]);
 
 export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts: { keep?: boolean } = {}): Promise<LoadtestReport> {
   const runId = randomBytes(4).toString('hex');
   // Loadtest SKUs live under their own prefix so they never touch real catalogue rows.
   const prefix = `${LOADTEST_SKU_PREFIX}${runId}-`;
   const startedAt = new Date().toISOString();
+  const rounds = cfg.repeat ?? 1;
   let failed = false;
   const opened: Database[] = [];
   try {
+    const environment = await environmentOf(database);
     const pools: Pools = { checker: database, workers: database };
-    if (cfg.chaos) {
-      const workers = workersApplication(runId);
-      opened.push((pools.workers = await cfg.chaos.openPool(workers, connectionsFor(cfg))));
-      const monkey = await cfg.chaos.openPool(CHAOS_MONKEY_APPLICATION, 1);
-      opened.push(monkey);
-      pools.chaos = { monkey, targets: { workers, server: cfg.chaos.serverApplication }, intervalMs: cfg.chaos.intervalMs };
+    if (cfg.openPool) {
+      const workers = cfg.chaos ? workersApplication(runId) : 'stockctl-loadtest';
+      opened.push((pools.workers = await cfg.openPool(workers, poolSize(cfg))));
+      if (cfg.chaos) {
+        const monkey = await cfg.openPool(CHAOS_MONKEY_APPLICATION, 1);
+        opened.push(monkey);
+        pools.chaos = { monkey, targets: { workers, server: cfg.chaos.serverApplication }, intervalMs: cfg.chaos.intervalMs };
+      }
+    } else if (cfg.chaos) {
+      throw new Error('runLoadtest: --chaos needs openPool, for pools the monkey may kill');
     }
-    const [server] = await rows<{ version: string }>(database.db, sql`SELECT current_setting('server_version') AS version`);
-    const baseline = await measureBareUpdate(pools.workers, runId, cfg);
-    const strategies: StrategyReport[] = [];
-    for (const strategy of cfg.strategies) {
-      if (cfg.signal?.aborted) break;
-      const report = await runStrategy(pools, prefix, strategy, cfg);
-      report.ratio_to_bare_update = baseline.throughput_rps > 0 ? Math.round((report.throughput_rps / baseline.throughput_rps) * 100) / 100 : null;
-      strategies.push(report);
+    const baselines: BaselineReport[] = [];
+    const runs = new Map<Strategy, StrategyReport[]>(cfg.strategies.map((s) => [s, []]));
+    // Round after round, each a bare UPDATE and then every strategy: a machine that slows
+    // down halfway slows every strategy alike, and each is measured against its own round.
+    for (let round = 0; round < rounds && (round === 0 || !cfg.signal?.aborted); round++) {
+      const baseline = await measureBareUpdate(pools.workers, runId, cfg);
+      baselines.push(baseline);
+      for (const strategy of rotated(cfg.strategies, round)) {
+        if (cfg.signal?.aborted) break;
+        const report = await runStrategy(pools, rounds > 1 ? `${prefix}r${round + 1}-` : prefix, strategy, cfg);
+        report.ratio_to_bare_update = baseline.throughput_rps > 0 ? round2(report.throughput_rps / baseline.throughput_rps) : null;
+        runs.get(strategy)!.push(report);
+      }
     }
+    const strategies = cfg.strategies.filter((s) => runs.get(s)!.length > 0).map((s) => combineStrategy(runs.get(s)!));
     const interrupted = Boolean(cfg.signal?.aborted);
     const total = (figure: (s: StrategyReport) => number | undefined) => strategies.reduce((sum, s) => sum + (figure(s) ?? 0), 0);
+    const unavailable = total((s) => s.unavailable);
     return {
       run_id: runId,
       started_at: startedAt,
       finished_at: new Date().toISOString(),
       stockctl_version: STOCKCTL_VERSION,
-      server_version: server.version,
+      server_version: environment.server_version,
+      environment,
       config: {
         buyers: cfg.buyers,
         stock: cfg.stock,
         quantity: cfg.quantity,
         concurrency: cfg.concurrency,
-        connections: connectionsFor(cfg),
+        connections: poolSize(cfg),
         skus: cfg.skus,
         strategies: cfg.strategies,
         mix: Boolean(cfg.mix),
         ...(cfg.url ? { url: cfg.url } : {}),
         max_retries: cfg.settings.maxStockRetryAttempts,
         retry_backoff_ms: cfg.settings.stockRetryBackoffMs,
+        ...(rounds > 1 ? { repeat: rounds } : {}),
         ...(pools.chaos ? { chaos: { interval_ms: pools.chaos.intervalMs, targets: pools.chaos.targets.server ? ['workers', 'server'] : ['workers'] } } : {}),
       },
-      baseline,
+      baseline: combineBaselines(baselines),
       strategies,
       ...(pools.chaos ? { faults_injected: total((s) => s.faults_injected), failed_by_faults: total((s) => s.failed_by_faults) } : {}),
-      // An interrupted run has measured only part of its buyers: no verdict either way.
-      ok: !interrupted && strategies.every((s) => s.violations.length === 0),
+      ...(unavailable > 0 ? { unavailable } : {}),
+      // An interrupted run has measured only part of its buyers, and one the database
+      // turned operations away from cannot count them all: no verdict either way.
+      ok: !interrupted && unavailable === 0 && strategies.every((s) => s.violations.length === 0),
       interrupted,
     };
   } catch (err) {

@@ -87,90 +87,122 @@ function save(name: string, content: unknown): string {
 const before = save('before.json', BEFORE);
 const after = save('after.json', AFTER);
 
+/** A Change as --compare --json gives it, judged against the default noise. */
+const judged = (before: number | null, after: number | null, change: number | null, normalised: number | null = change) => ({
+  before,
+  after,
+  change,
+  normalised_change: normalised,
+  noise: normalised === null ? null : 0.25,
+  noise_source: normalised === null ? null : 'default',
+  verdict: normalised === null ? null : 'within_noise',
+});
+
 describe('loadtest --compare', () => {
-  it('prints the change per strategy, before → after (±x%), and the settings that differ; no database is opened', async () => {
+  it('prints each figure before → after with its change over the bare UPDATE, marked against the noise; no database is opened', async () => {
     const res = await runCli(['loadtest', '--compare', before, after], { databaseUrl: NO_SERVER });
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(res.stdout.split('\n')).toEqual([
       `Before: ${before}: run aaaa1111 at 2026-01-01T10:00:00.000Z, stockctl 0.1.0, PostgreSQL 15.20`,
       `After:  ${after}: run bbbb2222 at 2026-01-02T10:00:00.000Z, stockctl 0.2.0, PostgreSQL 15.20`,
-      '┌─────────────────────┬────────────────────────┬────────────────────┬──────────────────────┬──────────────────────┬───────────┐',
-      '│ Strategy            │              Reserve/s │            vs bare │               p95 ms │               p99 ms │ Checks    │',
-      '├─────────────────────┼────────────────────────┼────────────────────┼──────────────────────┼──────────────────────┼───────────┤',
-      '│ bare UPDATE (limit) │ 1,000 → 1,100 (+10.0%) │ 1.00 → 1.00 (0.0%) │   10.0 → 9.5 (-5.0%) │   20.0 → 20.0 (0.0%) │ —         │',
-      '├─────────────────────┼────────────────────────┼────────────────────┼──────────────────────┼──────────────────────┼───────────┤',
-      '│ guarded             │     400 → 440 (+10.0%) │ 0.40 → 0.40 (0.0%) │ 50.0 → 45.0 (-10.0%) │ 80.0 → 88.0 (+10.0%) │ ok → FAIL │',
-      '├─────────────────────┼────────────────────────┼────────────────────┼──────────────────────┼──────────────────────┼───────────┤',
-      '│ optimistic          │                300 → — │           0.30 → — │             30.0 → — │            200.0 → — │ ok → —    │',
-      '├─────────────────────┼────────────────────────┼────────────────────┼──────────────────────┼──────────────────────┼───────────┤',
-      '│ batched             │              — → 1,200 │           — → 1.09 │              — → 5.0 │              — → 9.0 │ — → ok    │',
-      '└─────────────────────┴────────────────────────┴────────────────────┴──────────────────────┴──────────────────────┴───────────┘',
+      "Changes are over each run's bare UPDATE (1,000 → 1,100/s, +10.0%), so that a slower machine is not a slower stockctl; noise: ±25.0%, the default for runs that were not repeated (`loadtest --repeat 3` measures it).",
+      '┌─────────────────────┬────────────────────────┬─────────────────────┬─────────────────────┬──────────────────────┬───────────┐',
+      '│ Strategy            │              Reserve/s │              p50 ms │              p95 ms │               p99 ms │ Checks    │',
+      '├─────────────────────┼────────────────────────┼─────────────────────┼─────────────────────┼──────────────────────┼───────────┤',
+      '│ bare UPDATE (limit) │ 1,000 → 1,100 +10.0% ≈ │   5.0 → 4.8 -5.0% ≈ │  10.0 → 9.5 -5.0% ≈ │   20.0 → 20.0 0.0% ≈ │ —         │',
+      '├─────────────────────┼────────────────────────┼─────────────────────┼─────────────────────┼──────────────────────┼───────────┤',
+      '│ guarded             │       400 → 440 0.0% ≈ │ 25.0 → 22.5 -5.3% ≈ │ 50.0 → 45.0 -5.3% ≈ │ 80.0 → 88.0 +15.8% ≈ │ ok → FAIL │',
+      '├─────────────────────┼────────────────────────┼─────────────────────┼─────────────────────┼──────────────────────┼───────────┤',
+      '│ optimistic          │                300 → — │            15.0 → — │            30.0 → — │            200.0 → — │ ok → —    │',
+      '├─────────────────────┼────────────────────────┼─────────────────────┼─────────────────────┼──────────────────────┼───────────┤',
+      '│ batched             │              — → 1,200 │             — → 2.5 │             — → 5.0 │              — → 9.0 │ — → ok    │',
+      '└─────────────────────┴────────────────────────┴─────────────────────┴─────────────────────┴──────────────────────┴───────────┘',
+      'better / worse: beyond the noise; ≈: within it.',
       'The settings differ (concurrency 20 → 32, connections 20 → 32, strategies guarded,optimistic → guarded,batched): the figures are not like for like.',
       '',
     ]);
   });
 
-  it('--json prints the comparison document: the runs, the settings that differ and the change per strategy', async () => {
+  it('--json prints the whole comparison: the runs, the settings that differ, each figure judged, the noise used', async () => {
     const res = await runCliJson<Record<string, unknown>>(['loadtest', '--compare', before, after], { databaseUrl: NO_SERVER });
     expect(res.code).toBe(0);
     expect(res.stderr).toBe('');
+    const run = (r: typeof BEFORE) => ({
+      run_id: r.run_id,
+      started_at: r.started_at,
+      stockctl_version: r.stockctl_version,
+      server_version: '15.20',
+      ok: r.ok,
+      interrupted: false,
+      repeat: 1,
+      config: r.config,
+    });
     expect(res.json).toEqual({
-      before: { run_id: 'aaaa1111', started_at: BEFORE.started_at, stockctl_version: '0.1.0', server_version: '15.20', ok: true, interrupted: false, config: BEFORE.config },
-      after: { run_id: 'bbbb2222', started_at: AFTER.started_at, stockctl_version: '0.2.0', server_version: '15.20', ok: false, interrupted: false, config: AFTER.config },
+      before: run(BEFORE),
+      after: run(AFTER),
       config_differs: ['concurrency', 'connections', 'strategies'],
+      normalised_by: 'bare_update',
+      noise: { source: 'default', default: 0.25 },
       strategies: [
         {
           strategy: 'bare_update',
-          throughput_rps: { before: 1000, after: 1100, change: 0.1 },
-          ratio_to_bare_update: { before: 1, after: 1, change: 0 },
-          p95_ms: { before: 10, after: 9.5, change: -0.05 },
-          p99_ms: { before: 20, after: 20, change: 0 },
+          throughput_rps: judged(1000, 1100, 0.1),
+          ratio_to_bare_update: judged(1, 1, 0),
+          p50_ms: judged(5, 4.75, -0.05),
+          p95_ms: judged(10, 9.5, -0.05),
+          p99_ms: judged(20, 20, 0),
           ok: { before: null, after: null },
         },
         {
           strategy: 'guarded',
-          throughput_rps: { before: 400, after: 440, change: 0.1 },
-          ratio_to_bare_update: { before: 0.4, after: 0.4, change: 0 },
-          p95_ms: { before: 50, after: 45, change: -0.1 },
-          p99_ms: { before: 80, after: 88, change: 0.1 },
+          throughput_rps: judged(400, 440, 0.1, 0),
+          ratio_to_bare_update: judged(0.4, 0.4, 0),
+          p50_ms: judged(25, 22.5, -0.1, -0.053),
+          p95_ms: judged(50, 45, -0.1, -0.053),
+          p99_ms: judged(80, 88, 0.1, 0.158),
           ok: { before: true, after: false },
         },
         {
           strategy: 'optimistic',
-          throughput_rps: { before: 300, after: null, change: null },
-          ratio_to_bare_update: { before: 0.3, after: null, change: null },
-          p95_ms: { before: 30, after: null, change: null },
-          p99_ms: { before: 200, after: null, change: null },
+          throughput_rps: judged(300, null, null),
+          ratio_to_bare_update: judged(0.3, null, null),
+          p50_ms: judged(15, null, null),
+          p95_ms: judged(30, null, null),
+          p99_ms: judged(200, null, null),
           ok: { before: true, after: null },
         },
         {
           strategy: 'batched',
-          throughput_rps: { before: null, after: 1200, change: null },
-          ratio_to_bare_update: { before: null, after: 1.09, change: null },
-          p95_ms: { before: null, after: 5, change: null },
-          p99_ms: { before: null, after: 9, change: null },
+          throughput_rps: judged(null, 1200, null),
+          ratio_to_bare_update: judged(null, 1.091, null),
+          p50_ms: judged(null, 2.5, null),
+          p95_ms: judged(null, 5, null),
+          p99_ms: judged(null, 9, null),
           ok: { before: null, after: true },
         },
       ],
+      fail_if: [],
+      failed: [],
     });
   });
 
   it('a run compared with itself: no change, nothing differs; an interrupted run and another server are pointed out', async () => {
-    const same = await runCliJson<{ config_differs: string[]; strategies: { throughput_rps: { change: number } }[] }>(
+    const same = await runCliJson<{ config_differs: string[]; strategies: { throughput_rps: { change: number; verdict: string } }[] }>(
       ['loadtest', '--compare', before, before],
       { databaseUrl: NO_SERVER },
     );
     expect(same.code).toBe(0);
     expect(same.json.config_differs).toEqual([]);
     expect(same.json.strategies.map((s) => s.throughput_rps.change)).toEqual([0, 0, 0]);
+    expect(same.json.strategies.map((s) => s.throughput_rps.verdict)).toEqual(['within_noise', 'within_noise', 'within_noise']);
 
     const elsewhere = save('elsewhere.json', { ...BEFORE, server_version: '17.10', interrupted: true, ok: false });
     const res = await runCli(['loadtest', '--compare', before, elsewhere], { databaseUrl: NO_SERVER });
     expect(res.code).toBe(0);
     const lines = res.stdout.trimEnd().split('\n');
     expect(lines[1]).toBe(`After:  ${elsewhere}: run aaaa1111 at 2026-01-01T10:00:00.000Z, stockctl 0.1.0, PostgreSQL 17.10 (interrupted: partial figures)`);
-    expect(lines[lines.length - 1]).toBe('The servers differ (PostgreSQL 15.20 → 17.10): compare the ratios to the bare UPDATE, not the rates.');
+    expect(lines).toContain('The servers differ (PostgreSQL 15.20 → 17.10): compare the ratios to the bare UPDATE, not the rates.');
   });
 
   it('needs no database at all: without DATABASE_URL it starts no embedded server', async () => {
@@ -225,5 +257,96 @@ describe('loadtest --compare', () => {
     const withReport = await runCli(['loadtest', '--compare', before, after, '--report', path.join(dir, 'x.html'), '--keep'], { databaseUrl: NO_SERVER });
     expect(withReport).toMatchObject({ code: 2, stdout: '', stderr: 'error: --compare runs nothing: leave out --report and --keep.\n' });
     expect(fs.existsSync(path.join(dir, 'x.html'))).toBe(false);
+  });
+});
+
+describe('loadtest --compare --fail-if: a gate for CI', () => {
+  /** BEFORE with batched in it, and a copy of it whose figures are scaled: `rates` × rps, `slower` × latency. */
+  const withBatched = { ...BEFORE, strategies: [...BEFORE.strategies, strategy('batched', 1200, 1.2, 5, 9)] };
+  const scaled = (strategyName: string | 'all', rates: number, slower = 1) => ({
+    ...withBatched,
+    baseline: strategyName === 'all' ? { ...withBatched.baseline, throughput_rps: withBatched.baseline.throughput_rps * rates } : withBatched.baseline,
+    strategies: withBatched.strategies.map((s) =>
+      strategyName === 'all' || s.strategy === strategyName
+        ? { ...s, throughput_rps: s.throughput_rps * rates, latency_ms: { ...s.latency_ms, p50: s.latency_ms.p50 * slower } }
+        : s,
+    ),
+  });
+  const base = save('gate-before.json', withBatched);
+  const GATE = 'batched.throughput_rps < -10%';
+
+  it('a planted regression (batched at half its rate) exits 6 naming the condition; the same run twice passes, exit 0', async () => {
+    const regressed = save('gate-regressed.json', scaled('batched', 0.5));
+    const res = await runCli(['loadtest', '--compare', base, regressed, '--fail-if', GATE, '--fail-if', 'guarded.p99_ms > 100'], { databaseUrl: NO_SERVER });
+    expect(res.code).toBe(6);
+    expect(res.stderr).toBe(`A --fail-if condition holds: ${GATE}.\n`);
+    expect(res.stdout).toContain(`FAIL --fail-if '${GATE}': it moved -50.0%, beyond the noise.\n`);
+    expect(res.stdout).toContain("pass --fail-if 'guarded.p99_ms > 100': it is 80 ms.\n");
+    expect(res.stdout).toMatch(/│ batched +│ 1,200 → 600 -50\.0% worse │/);
+
+    const same = await runCliJson<{ failed: string[]; fail_if: { holds: boolean; measured: number }[] }>(['loadtest', '--compare', base, base, '--fail-if', GATE], {
+      databaseUrl: NO_SERVER,
+    });
+    expect(same.code).toBe(0);
+    expect(same.json.failed).toEqual([]);
+    expect(same.json.fail_if).toEqual([expect.objectContaining({ condition: GATE, compares: 'relative_change', threshold: -0.1, measured: 0, beyond_noise: false, holds: false })]);
+  });
+
+  it('normalised by the bare UPDATE: a machine half as fast is no regression; a change within the noise never fires; a bare number bounds the value', async () => {
+    const slowMachine = save('gate-slow-machine.json', scaled('all', 0.5));
+    const res = await runCliJson<{ failed: string[]; strategies: { strategy: string; throughput_rps: { change: number; normalised_change: number; verdict: string } }[] }>(
+      ['loadtest', '--compare', base, slowMachine, '--fail-if', GATE],
+      { databaseUrl: NO_SERVER },
+    );
+    expect(res.code).toBe(0);
+    expect(res.json.strategies.find((s) => s.strategy === 'batched')!.throughput_rps).toMatchObject({ change: -0.5, normalised_change: 0, verdict: 'within_noise' });
+    // -20%: past the threshold, but within the default noise of single runs (25%).
+    const noisy = save('gate-noisy.json', scaled('batched', 0.8));
+    expect((await runCli(['loadtest', '--compare', base, noisy, '--fail-if', GATE], { databaseUrl: NO_SERVER })).code).toBe(0);
+    // A value, not a change: holds whatever the noise.
+    const value = await runCli(['loadtest', '--compare', base, noisy, '--fail-if', 'batched.throughput_rps < 1000'], { databaseUrl: NO_SERVER });
+    expect(value).toMatchObject({ code: 6, stderr: 'A --fail-if condition holds: batched.throughput_rps < 1000.\n' });
+  });
+
+  it('--repeat runs bring their own noise: the same -20% is then beyond it, and the comparison says where the noise came from', async () => {
+    const repeated = (report: typeof withBatched) => {
+      // Each strategy's rate moves by ±2% around its median over the runs, the bare UPDATE's not at all.
+      const runs = (s: { throughput_rps: number; latency_ms: object }, factors: number[]) =>
+        factors.map((f) => ({ throughput_rps: s.throughput_rps * f, ratio_to_bare_update: null, duration_ms: 500, latency_ms: s.latency_ms }));
+      return {
+        ...report,
+        config: { ...report.config, repeat: 3 },
+        baseline: { ...report.baseline, repeats: runs(report.baseline, [1, 1, 1]) },
+        strategies: report.strategies.map((s) => ({ ...s, repeats: runs(s, [0.98, 1, 1.02]) })),
+      };
+    };
+    const before3 = save('gate-before-3.json', repeated(withBatched));
+    const after3 = save('gate-after-3.json', repeated(scaled('batched', 0.8)));
+    const res = await runCliJson<{ noise: { source: string }; failed: string[]; strategies: { strategy: string; throughput_rps: { noise: number; noise_source: string; verdict: string } }[] }>(
+      ['loadtest', '--compare', before3, after3, '--fail-if', GATE],
+      { databaseUrl: NO_SERVER },
+    );
+    expect(res.code).toBe(6);
+    expect(res.json.noise.source).toBe('repeat');
+    expect(res.json.strategies.find((s) => s.strategy === 'batched')!.throughput_rps).toEqual(expect.objectContaining({ noise: 0.04, noise_source: 'repeat', verdict: 'worse' }));
+    expect(res.json.failed).toEqual([GATE]);
+    const human = await runCli(['loadtest', '--compare', before3, after3], { databaseUrl: NO_SERVER });
+    expect(human.stdout).toContain("noise: each figure's own spread over the repeated runs (max − min over the median).");
+  });
+
+  it('a condition that cannot be read or judged is exit 2, one sentence; --fail-if without --compare too', async () => {
+    const cases: [string, RegExp][] = [
+      ['batched.throughput < -10%', /^error: Invalid --fail-if 'batched\.throughput < -10%': "throughput" is not a figure: use one of throughput_rps, ratio_to_bare_update, p50_ms, p95_ms, p99_ms\. /],
+      ['batched throughput_rps', /^error: Invalid --fail-if 'batched throughput_rps': write a strategy and a figure, an operator and a threshold, like 'batched\.throughput_rps < -10%'\. /],
+      ['locking.p99_ms > 50', /^error: Cannot judge --fail-if 'locking\.p99_ms > 50': no run has the strategy "locking" \(these have bare_update, guarded, optimistic, batched\)\.\n$/],
+    ];
+    for (const [condition, message] of cases) {
+      const res = await runCli(['loadtest', '--compare', base, base, '--fail-if', condition], { databaseUrl: NO_SERVER });
+      expect(res.code, condition).toBe(2);
+      expect(res.stdout).toBe('');
+      expect(res.stderr).toMatch(message);
+    }
+    const alone = await runCli(['loadtest', '--fail-if', GATE], { databaseUrl: NO_SERVER });
+    expect(alone).toMatchObject({ code: 2, stderr: 'error: --fail-if goes with --compare before.json after.json (it judges a comparison, not a run).\n' });
   });
 });

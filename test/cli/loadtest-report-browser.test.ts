@@ -24,6 +24,17 @@ if (!present && !required) {
 }
 
 const STRATEGIES = ['guarded', 'optimistic', 'locking', 'batched'];
+
+interface Latency {
+  latency_ms: { p50: number; p95: number; p99: number };
+}
+interface Report {
+  run_id: string;
+  ok: boolean;
+  environment: { cores: number; max_connections: number };
+  baseline: Latency;
+  strategies: (Latency & { strategy: string; proof: Record<string, number> })[];
+}
 const SERIES = ['bare UPDATE (limit)', ...STRATEGIES];
 
 describe.skipIf(!present && !required)('the HTML report in a headless browser (Chromium at /usr/bin/chromium)', () => {
@@ -31,12 +42,12 @@ describe.skipIf(!present && !required)('the HTML report in a headless browser (C
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stockctl-report-browser-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('opens offline and shows the verdict, a row per strategy, a throughput line and a latency histogram each', async () => {
+  it('opens offline and shows what a person needs: the verdict, who wins, labelled axes with round ticks, latency on one scale with its marks, the proof as in the JSON', async () => {
     if (!fs.existsSync(CHROMIUM)) {
       throw new Error(`STOCKCTL_TEST_BROWSER=1 but there is no Chromium at ${CHROMIUM}: ${HOW_TO_INSTALL}.`);
     }
     const file = path.join(dir, 'run.html');
-    const run = await t.cliJson<{ run_id: string; ok: boolean }>(
+    const run = await t.cliJson<Report>(
       ['loadtest', '--buyers', '300', '--stock', '100', '--concurrency', '8', '--report', file],
       { timeoutMs: 90_000 },
     );
@@ -65,44 +76,75 @@ describe.skipIf(!present && !required)('the HTML report in a headless browser (C
       const checks = await page.locator('#results tr td:last-child').allInnerTexts();
       expect(checks).toEqual(['—', 'ok', 'ok', 'ok', 'ok']);
 
-      // Throughput over time: one line per series, with real points, drawn on the page. The
-      // time axis is shared, so a fast strategy (batched can be done in one 50 ms slice: one
-      // step, two points) draws a short line; the longest run spans the whole axis.
-      const lines = page.locator('#throughput polyline.series');
-      expect(await lines.evaluateAll((els) => els.map((el) => el.getAttribute('data-series')))).toEqual(SERIES);
-      const spans: { points: number; width: number }[] = [];
-      for (const name of SERIES) {
-        const line = page.locator(`#throughput polyline[data-series="${name}"]`);
-        const points = (await line.getAttribute('points'))!.split(' ').map((p) => p.split(',').map(Number));
-        expect(points.length, name).toBeGreaterThanOrEqual(2);
-        for (const [x, y] of points) {
-          expect(Number.isFinite(x) && Number.isFinite(y), name).toBe(true);
+      // Who wins, at a glance: a bar per series, the rate written beside it.
+      expect(await page.locator('#rates g.rate').evaluateAll((els) => els.map((el) => el.getAttribute('data-series')))).toEqual(SERIES);
+      expect(await page.locator('#headline').innerText()).toMatch(/^Fastest: (guarded|optimistic|locking|batched), [\d,]+ reservations\/s/);
+
+      // Every axis says what it measures, in its unit, and its ticks are round numbers
+      // (at most two significant digits: 0.5, 20, 1,000, never 2,273 or 5.9).
+      for (const [chart, label] of [
+        ['#rates', /^reservations per second/],
+        ['#throughput', /^reservations per second/],
+        ['#throughput', /^seconds since it started$/],
+        ['#latency', /^latency of a reserve, ms \(log scale\)$/],
+        ['#latency', /^calls$/],
+      ] as const) {
+        const labels = await page.locator(`${chart} .axis-label`).allTextContents();
+        expect(labels.some((l) => label.test(l)), `${chart}: ${labels.join(' | ')}`).toBe(true);
+      }
+      for (const chart of ['#rates', '#throughput', '#latency']) {
+        const ticks = await page.locator(`${chart} text.tick`).allTextContents();
+        expect(ticks.length, chart).toBeGreaterThanOrEqual(3);
+        for (const tick of ticks) {
+          const digits = tick.replace(/[,.]/g, '').replace(/^0+/, '').replace(/0+$/, '');
+          expect(digits.length, `${chart} tick ${tick}`).toBeLessThanOrEqual(2);
         }
-        // It rises above 0/s somewhere, and moves forward in time.
-        expect(Math.min(...points.map((p) => p[1])), name).toBeLessThan(224);
+      }
+
+      // Throughput over time: a panel per series, each line across its own panel.
+      expect(await page.locator('#throughput g.panel').evaluateAll((els) => els.map((el) => el.getAttribute('data-series')))).toEqual(SERIES);
+      for (const name of SERIES) {
+        const points = (await page.locator(`#throughput polyline[data-series="${name}"]`).getAttribute('points'))!.split(' ').map((p) => p.split(',').map(Number));
+        expect(points.length, name).toBeGreaterThanOrEqual(2);
         const xs = points.map((p) => p[0]);
         expect(xs, name).toEqual([...xs].sort((a, b) => a - b));
-        const width = Math.max(...xs) - Math.min(...xs);
-        expect(width, name).toBeGreaterThan(0);
-        spans.push({ points: points.length, width });
+        expect(points.every(([x, y]) => Number.isFinite(x) && Number.isFinite(y)), name).toBe(true);
+        expect(Math.max(...xs) - Math.min(...xs), name).toBeGreaterThan(300);
       }
-      const longest = spans.reduce((a, b) => (b.width > a.width ? b : a));
-      expect(longest.width).toBeGreaterThan(600);
-      expect(longest.points).toBeGreaterThanOrEqual(4);
-      expect(await page.locator('#throughput .legend li').allInnerTexts()).toEqual(SERIES);
 
-      // A latency histogram per series, with bars that have height.
-      const figures = page.locator('figure.histogram');
-      expect(await figures.evaluateAll((els) => els.map((el) => el.getAttribute('data-series')))).toEqual(SERIES);
-      for (const name of SERIES) {
-        const bars = page.locator(`figure.histogram[data-series="${name}"] rect.bar`);
-        expect(await bars.count(), name).toBeGreaterThan(0);
-        const heights = await bars.evaluateAll((els) => els.map((el) => el.getBoundingClientRect().height));
-        expect(Math.max(...heights), name).toBeGreaterThan(10);
-        // The calls in the histogram add up to the buyers.
-        const counts = await bars.evaluateAll((els) => els.map((el) => Number(/: ([\d,]+)$/.exec(el.textContent ?? '')![1].replace(/,/g, ''))));
+      // Latency: one shared axis, a row per series with bars that add up to the buyers, and
+      // its p50, p95 and p99 marked where the JSON says.
+      const series = [run.json.baseline, ...run.json.strategies];
+      for (const [i, name] of SERIES.entries()) {
+        const row = page.locator(`#latency g.histogram[data-series="${name}"]`);
+        const counts = await row.locator('rect.bar').evaluateAll((els) => els.map((el) => Number(/: ([\d,]+)$/.exec(el.textContent ?? '')![1].replace(/,/g, ''))));
         expect(counts.reduce((a, b) => a + b, 0), name).toBe(300);
+        const marks = await row.locator('text.mark-label').allTextContents();
+        const { p50, p95, p99 } = series[i].latency_ms;
+        const shown = (n: number) => n.toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+        expect(marks, name).toEqual([`p50 ${shown(p50)}`, `p95 ${shown(p95)}`, `p99 ${shown(p99)}`]);
+        const xs = await row.locator('line.mark').evaluateAll((els) => els.map((el) => Number(el.getAttribute('x1'))));
+        expect(xs, name).toEqual([...xs].sort((a, b) => a - b));
       }
+
+      // The proof table says what the JSON says, strategy by strategy, and every check holds.
+      for (const s of run.json.strategies) {
+        const row = page.locator(`#proof tr[data-strategy="${s.strategy}"]`);
+        for (const [figure, value] of Object.entries(s.proof)) {
+          expect(await row.locator(`[data-figure="${figure}"]`).innerText(), `${s.strategy} ${figure}`).toBe(value.toLocaleString('en-US'));
+        }
+        expect(await row.locator('td[data-holds]').evaluateAll((els) => els.map((el) => el.getAttribute('data-holds')))).toEqual(['true', 'true', 'true', 'true', 'true']);
+      }
+
+      // What the figures depend on, and the settings in words.
+      const environment = await page.locator('#environment').innerText();
+      expect(environment).toContain(`Cores (this machine)\t${run.json.environment.cores}`);
+      expect(environment).toContain(`max_connections\t${run.json.environment.max_connections.toLocaleString('en-US')} (`);
+      expect(environment).toMatch(/synchronous_commit\t(on|off|local|remote_write|remote_apply)/);
+      expect(environment).toMatch(/Server\t(embedded|local|remote) \(/);
+      const settings = await page.locator('#config th').allInnerTexts();
+      expect(settings).toContain('Connections used');
+      expect(settings.filter((k) => /^[a-z_]+$/.test(k))).toEqual([]);
 
       const shot = path.join(dir, 'run.png');
       await page.screenshot({ path: shot, fullPage: true });

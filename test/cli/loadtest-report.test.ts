@@ -172,6 +172,23 @@ describe('the report page', () => {
     expect(html).not.toMatch(EXTERNAL);
   });
 
+  it('human labels for the settings, the environment, and the proof as the equations it checks', () => {
+    const html = renderHtmlReport({
+      ...report(),
+      environment: { cores: 2, load_average: [1.5, 1.25, 1], server_version: '15.20', server_location: 'remote', synchronous_commit: 'off', max_connections: 100, connections_in_use: 7, pooled: false },
+      strategies: [{ ...report().strategies[0], proof: { stock: 2, sold: 0, reserved: 3, on_hand: 2, ledger_on_hand: 2, ledger_reserved: 3, active_reservations: 3, verify_problems: 0 } }],
+    });
+    expect(html).toContain('<tr><th>Optimistic attempts (MAX_STOCK_RETRY_ATTEMPTS)</th><td>3</td></tr><tr><th>Optimistic retry backoff (STOCK_RETRY_BACKOFF_MS)</th><td>100 ms</td></tr>');
+    expect(html).not.toMatch(/<th>(max_retries|retry_backoff_ms|concurrency)<\/th>/);
+    expect(html).toContain('<tr><th>Server</th><td>remote (another machine: the network is in every figure)</td></tr><tr><th>synchronous_commit</th><td>off</td></tr>');
+    expect(html).toContain('<tr><th>max_connections</th><td>100 (7 in use at the start)</td></tr>');
+    // 0 sold + 3 reserved > 2 in stock: that check says no, the others yes.
+    expect(html).toContain(
+      '<td class="fail" data-holds="false"><span data-figure="sold">0</span> + <span data-figure="reserved">3</span> ≤ <span data-figure="stock">2</span> ✗</td>',
+    );
+    expect(html.match(/data-holds="true"/g)).toHaveLength(4);
+  });
+
   it('throughput is drawn as steps from 0; a last slice cut short is merged into the one before, not drawn as a spike', () => {
     const html = renderHtmlReport(report());
     const points = (name: string) =>
@@ -180,13 +197,14 @@ describe('the report page', () => {
     // joins the second: 2 calls in 70 ms, one step from 50 to 120 ms.
     const bare = points('bare UPDATE (limit)');
     expect(bare).toHaveLength(4);
-    expect(bare[0][0]).toBe(60); // x = 0 s at the chart's left edge
+    expect(bare[0][0]).toBe(70); // x = 0 s at the panel's left edge
     expect(bare[1][1]).toBe(bare[0][1]);
     expect(bare[3][1]).toBe(bare[2][1]);
-    // guarded: 4 calls in the first slice (80/s, the chart's top), none in the second.
+    // guarded, in the second panel (plot from y 178 to 298): 4 calls in the first slice (80/s,
+    // the top of the shared rate axis), none in the second (the bottom: 0/s).
     const guarded = points('guarded');
     expect(guarded).toHaveLength(4);
-    expect(guarded[0][1]).toBe(16); // the top of the plot area
-    expect(guarded[3][1]).toBe(224); // the bottom: 0/s
+    expect(guarded[0][1]).toBe(178);
+    expect(guarded[3][1]).toBe(298);
   });
 });

@@ -110,51 +110,75 @@ async function readRun(file: string): Promise<LoadtestReport> {
   return value as LoadtestReport;
 }
 
-const ratio = (n: number) => n.toFixed(2);
 const percent = (change: number) => {
   const p = Math.round(change * 1000) / 10;
   return `${p > 0 ? '+' : ''}${p === 0 ? '0.0' : p.toFixed(1)}%`;
 };
-
-/** "1,037 → 983 (-5.2%)"; "—" for a side where the strategy did not run. */
-function changeCell(figure: Change, format: (n: number) => string): string {
-  const side = (n: number | null) => (n === null ? NONE : format(n));
-  return `${side(figure.before)} → ${side(figure.after)}${figure.change === null ? '' : ` (${percent(figure.change)})`}`;
-}
+const noiseText = (fraction: number) => `±${(Math.round(fraction * 1000) / 10).toFixed(1)}%`;
 
 const configValue = (v: unknown) => (v === undefined ? '(none)' : Array.isArray(v) ? v.join(',') : typeof v === 'number' ? count(v) : JSON.stringify(v).replace(/^"(.*)"$/, '$1'));
 
-/** `loadtest --compare before.json after.json`. */
-export async function compareRuns(ctx: CommandContext, files: string[], others: string[]): Promise<number> {
+/** `loadtest --compare before.json after.json [--fail-if COND]...`. Exit 6 when a condition holds. */
+export async function compareRuns(ctx: CommandContext, files: string[], others: string[], failIf: string[]): Promise<number> {
   if (files.length !== 2) {
     throw new InvalidInputError(`--compare takes two files, the saved \`loadtest --json\` of the run before and of the run after; got ${files.length}.`);
   }
   if (others.length > 0) throw new InvalidInputError(`--compare runs nothing: leave out ${others.join(' and ')}.`);
+  const { compareReports, parseCondition, FIGURES } = await import('../../loadtest/compare.js');
+  const conditions = failIf.map((text) => {
+    const read = parseCondition(text);
+    if (typeof read === 'string') {
+      throw new InvalidInputError(
+        shown(
+          `Invalid --fail-if '${text}': ${read}. A threshold with % is a relative change (-10%), with a sign a change in the figure's unit (-100, +5), ` +
+            `a bare number the after run's own value (50); figures: ${FIGURES.join(', ')}.`,
+        ),
+      );
+    }
+    return read;
+  });
   const [before, after] = [await readRun(files[0]), await readRun(files[1])];
-  const { compareReports } = await import('../../loadtest/compare.js');
-  const comparison = compareReports(before, after);
-  ctx.out.result(comparison, () => {
+  const { problems, ...comparison } = compareReports(before, after, conditions);
+  if (problems.length > 0) throw new InvalidInputError(shown(`Cannot judge ${problems.join('; ')}.`));
+  await ctx.out.result(comparison, () => {
     const { chalk } = ctx.out;
     const describe = (file: string, r: typeof comparison.before) =>
       `${file}: run ${r.run_id} at ${r.started_at}, stockctl ${r.stockctl_version}, PostgreSQL ${r.server_version}` +
+      (r.repeat > 1 ? `, medians of ${count(r.repeat)} runs` : '') +
       (r.interrupted ? chalk.yellow(' (interrupted: partial figures)') : '');
     ctx.out.line(`Before: ${describe(files[0], comparison.before)}`);
     ctx.out.line(`After:  ${describe(files[1], comparison.after)}`);
+    const bare = comparison.strategies[0].throughput_rps;
+    const noise =
+      comparison.noise.source === 'repeat'
+        ? "noise: each figure's own spread over the repeated runs (max − min over the median)"
+        : `noise: ${noiseText(comparison.noise.default)}, the default for runs that were not repeated (\`loadtest --repeat 3\` measures it)`;
+    ctx.out.line(
+      `Changes are over each run's bare UPDATE (${changeFigures(bare, count)}/s${bare.change === null ? '' : `, ${percent(bare.change)}`}), ` +
+        `so that a slower machine is not a slower stockctl; ${noise}.`,
+    );
+    const marked = (figure: Change, format: (n: number) => string) => {
+      const side = (n: number | null) => (n === null ? NONE : format(n));
+      const moved = figure.normalised_change === null ? '' : ` ${percent(figure.normalised_change)}`;
+      const verdict = figure.verdict === 'better' ? chalk.green(' better') : figure.verdict === 'worse' ? chalk.red(' worse') : figure.verdict === 'within_noise' ? ' ≈' : '';
+      return `${side(figure.before)} → ${side(figure.after)}${moved}${verdict}`;
+    };
     const checks = (ok: boolean | null) => (ok === null ? NONE : ok ? chalk.green('ok') : chalk.red('FAIL'));
     ctx.out.line(
       ctx.out.table(
-        ['Strategy', 'Reserve/s', 'vs bare', 'p95 ms', 'p99 ms', 'Checks'],
+        ['Strategy', 'Reserve/s', 'p50 ms', 'p95 ms', 'p99 ms', 'Checks'],
         comparison.strategies.map((s) => [
           s.strategy === 'bare_update' ? BARE_UPDATE_LABEL : s.strategy,
-          changeCell(s.throughput_rps, count),
-          changeCell(s.ratio_to_bare_update, ratio),
-          changeCell(s.p95_ms, ms),
-          changeCell(s.p99_ms, ms),
+          marked(s.throughput_rps, count),
+          marked(s.p50_ms, ms),
+          marked(s.p95_ms, ms),
+          marked(s.p99_ms, ms),
           s.strategy === 'bare_update' ? NONE : `${checks(s.ok.before)} → ${checks(s.ok.after)}`,
         ]),
         { align: ['left', 'right', 'right', 'right', 'right', 'left'] },
       ),
     );
+    ctx.out.line('better / worse: beyond the noise; ≈: within it.');
     if (comparison.before.server_version !== comparison.after.server_version) {
       ctx.out.line(chalk.yellow(`The servers differ (PostgreSQL ${comparison.before.server_version} → ${comparison.after.server_version}): compare the ratios to the bare UPDATE, not the rates.`));
     }
@@ -164,6 +188,18 @@ export async function compareRuns(ctx: CommandContext, files: string[], others: 
       );
       ctx.out.line(chalk.yellow(`The settings differ (${settings.join(', ')}): the figures are not like for like.`));
     }
+    for (const c of comparison.fail_if) {
+      const unit = c.figure === 'throughput_rps' ? '/s' : c.figure === 'ratio_to_bare_update' ? '×' : ' ms';
+      const measured = c.compares === 'relative_change' ? percent(c.measured) : `${c.compares === 'change' && c.measured > 0 ? '+' : ''}${c.measured}${unit}`;
+      const what = c.compares === 'value' ? `it is ${measured}` : `it moved ${measured}${c.beyond_noise ? ', beyond the noise' : ', within the noise'}`;
+      ctx.out.line(c.holds ? chalk.red(`FAIL --fail-if '${c.condition}': ${what}.`) : `pass --fail-if '${c.condition}': ${what}.`);
+    }
   });
+  if (comparison.failed.length > 0) {
+    ctx.out.note(`${comparison.failed.length === 1 ? 'A --fail-if condition holds' : `${comparison.failed.length} --fail-if conditions hold`}: ${comparison.failed.join('; ')}.`);
+    return 6;
+  }
   return 0;
 }
+
+const changeFigures = (figure: Change, format: (n: number) => string) => `${figure.before === null ? NONE : format(figure.before)} → ${figure.after === null ? NONE : format(figure.after)}`;
