@@ -10,7 +10,7 @@ import postgres from 'postgres';
 import { DatabaseUnavailableError } from '../errors.js';
 import { errorCode, isWaitForSlot, sqlState } from './errors.js';
 import { parseDatabaseUrl, type ConnectionTarget } from './url.js';
-import { DEFAULT_STATEMENT_TIMEOUT_S } from '../engine/settings.js';
+import { DEFAULT_STATEMENT_TIMEOUT_S } from './limits.js';
 
 /**
  * Seconds of waiting for a server that does not answer a connection attempt before we

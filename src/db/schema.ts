@@ -18,7 +18,7 @@ import {
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
-import { TOKEN_ROLES } from '../engine/names.js';
+import { TOKEN_ROLES } from './limits.js';
 
 const timestamps = {
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
@@ -295,3 +295,19 @@ export const apiTokens = pgTable(
     check('api_tokens_role_valid', sql`${t.role} IN ('read','shop','support','admin')`),
   ],
 );
+
+/**
+ * The processes listening for live stock (`serve` with an open event stream, `stock
+ * --watch`), one row per LISTEN session. A stock change sends its NOTIFY only while a
+ * live session has a row here (the `stock_listening()` function of the migration that
+ * made this table), so that no one listening costs the write path nothing; see
+ * src/engine/stock-events.ts. A row whose session is gone counts for nothing and is
+ * removed by the next listener.
+ */
+export const stockListeners = pgTable('stock_listeners', {
+  listenerId: bigserial('listener_id', { mode: 'number' }).primaryKey(),
+  pid: integer('pid').notNull(),
+  backendStart: timestamp('backend_start', { withTimezone: true }).notNull(),
+  application: text('application').notNull(),
+  registeredAt: timestamp('registered_at', { withTimezone: true }).notNull().defaultNow(),
+});

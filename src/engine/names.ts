@@ -7,5 +7,5 @@
 export type Strategy = 'guarded' | 'optimistic' | 'locking' | 'batched';
 export const STRATEGIES: Strategy[] = ['guarded', 'optimistic', 'locking', 'batched'];
 
-/** What an API token may do, least to most (src/db/schema.ts, src/engine/tokens.ts). */
-export const TOKEN_ROLES = ['read', 'shop', 'support', 'admin'] as const;
+/** What an API token may do, least to most. */
+export { TOKEN_ROLES } from '../db/limits.js';

@@ -22,12 +22,16 @@ export interface AlertThresholds {
   maxFailedSweeps: number;
   /** Alert when a SKU has this many units available or fewer; null: the rule is off. */
   lowStock: number | null;
+  /** Alert when no sweep has started for this many seconds, or none ever ran; null: the rule is off. */
+  maxSweepAgeSeconds: number | null;
 }
 
-export const DEFAULT_THRESHOLDS: AlertThresholds = { maxExpiredPerHour: 50, maxConflictRate: 0.1, maxFailedSweeps: 3, lowStock: 0 };
+export const DEFAULT_THRESHOLDS: AlertThresholds = { maxExpiredPerHour: 50, maxConflictRate: 0.1, maxFailedSweeps: 3, lowStock: 0, maxSweepAgeSeconds: 15 * 60 };
 
-/** The longest one statement may run, or a transaction sit idle, in seconds. */
-export const DEFAULT_STATEMENT_TIMEOUT_S = 30;
+/** Per-SKU series in the metrics (`stock_available`), for at most this many SKUs. */
+export const DEFAULT_METRICS_MAX_SKUS = 100;
+
+export { DEFAULT_STATEMENT_TIMEOUT_S } from '../db/limits.js';
 
 /** Flags over environment: `--max-retries` and `--retry-backoff` for the optimistic strategy. */
 export function withRetryFlags(

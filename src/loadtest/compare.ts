@@ -9,7 +9,7 @@
  * is better or worse only beyond the noise: the runs' own spread where `--repeat` measured
  * one, else DEFAULT_NOISE.
  */
-import type { BaselineReport, LoadtestReport, RunFigures, StrategyReport } from './run.js';
+import type { BaselineReport, LoadtestReport, RunFigures, StrategyReport } from './report.js';
 
 /**
  * The noise assumed for a run that was not repeated: 25 %. Five single runs of the default

@@ -2,7 +2,7 @@
  * How a loadtest's figures are written, the same in the terminal table, the `--compare`
  * table and the `--report` page. Cheap to load on purpose: type imports only.
  */
-import type { MixFates, StrategyReport } from './run.js';
+import type { MixFates, StrategyReport } from './report.js';
 
 /** A figure that does not apply (or a side where a strategy did not run). */
 export const NONE = '—';

@@ -8,20 +8,8 @@
  * by a decade or more.
  */
 import { scaleLinear, scaleLog, type ContinuousScale } from 'd3-scale';
-import type { BaselineReport, Environment, FigureSpread, LoadtestReport, Proof, StrategyReport } from './run.js';
+import type { BaselineReport, Environment, FigureSpread, LatencyBucket, LoadtestReport, Proof, StrategyReport, Timeline } from './report.js';
 import { BARE_UPDATE_LABEL, checkState, faultSentence, mixSentence, number } from './format.js';
-
-/** Completions per time slice, from the start of a strategy's run. */
-export interface Timeline {
-  slice_ms: number;
-  counts: number[];
-}
-
-/** Latency histogram: how many calls took at most `le_ms` (and more than the bucket before). Ten buckets a decade. */
-export interface LatencyBucket {
-  le_ms: number;
-  count: number;
-}
 
 const COLOURS = ['#555555', '#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
 

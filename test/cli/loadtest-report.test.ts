@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startCli } from '../helpers/cli.js';
 import { useTestDatabase } from '../helpers/db.js';
 import { renderHtmlReport } from '../../src/loadtest/html-report.js';
-import type { LoadtestReport } from '../../src/loadtest/run.js';
+import type { LoadtestReport } from '../../src/loadtest/report.js';
 
 const t = useTestDatabase();
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stockctl-report-'));

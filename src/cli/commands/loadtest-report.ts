@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { CommandContext } from '../run.js';
 import { InvalidInputError } from '../../errors.js';
 import { escapeControls as shown } from '../../engine/input.js';
-import type { LoadtestReport } from '../../loadtest/run.js';
+import type { LoadtestReport } from '../../loadtest/report.js';
 import type { Change } from '../../loadtest/compare.js';
 import { BARE_UPDATE_LABEL, count, ms, NONE } from '../../loadtest/format.js';
 

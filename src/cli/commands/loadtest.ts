@@ -4,7 +4,8 @@ import { parseCount, parseQuantity, parseRetrySetting, parseStockLevel, quote } 
 import { withRetryFlags } from '../../engine/settings.js';
 import { STRATEGIES, type Strategy } from '../../engine/orders.js';
 import { progressMeter } from '../output.js';
-import type { BaselineReport, ChaosConfig, Spread, StrategyReport } from '../../loadtest/run.js';
+import type { ChaosConfig } from '../../loadtest/run.js';
+import type { BaselineReport, Spread, StrategyReport } from '../../loadtest/report.js';
 import type { ConnectionRoom } from '../../loadtest/connections.js';
 import type { KeptLeftovers, LoadtestLeftovers } from '../../loadtest/leftovers.js';
 import type { HttpTarget } from '../../loadtest/http.js';
