@@ -8,7 +8,7 @@
 import net from 'node:net';
 import postgres from 'postgres';
 import { DatabaseUnavailableError } from '../errors.js';
-import { errorCode, isWaitForSlot, sqlState } from './errors.js';
+import { errorCode, isWaitForSlot, SQLSTATE, sqlState } from './errors.js';
 import { parseDatabaseUrl, type ConnectionTarget } from './url.js';
 import { DEFAULT_STATEMENT_TIMEOUT_S } from './limits.js';
 
@@ -203,7 +203,7 @@ export async function openClient<T>(
   try {
     return { ...(await attempt(opts)), pooled: false };
   } catch (err) {
-    if (sqlState(err) !== '08P01' || opts.sessionSettings === false) throw err;
+    if (sqlState(err) !== SQLSTATE.protocolViolation || opts.sessionSettings === false) throw err;
     return { ...(await attempt({ ...opts, sessionSettings: false, prepare: false })), pooled: true };
   }
 }

@@ -32,6 +32,7 @@ import os, { endianness } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
+import { errorCode, refusedCredentials, SQLSTATE } from './errors.js';
 
 export interface EmbeddedInfo {
   /** The URL that logs in: it carries the password, so show it only through redactUrl. */
@@ -452,7 +453,7 @@ async function createDatabase(port: number, password: string, logFile: string): 
   try {
     await sql.unsafe(`CREATE DATABASE ${DATABASE}`);
   } catch (err) {
-    if ((err as { code?: string }).code !== '42P04') {
+    if (errorCode(err) !== SQLSTATE.duplicateDatabase) {
       throw new DatabaseUnavailableError(
         `Could not create database "${DATABASE}" in the embedded PostgreSQL server (${(err as Error).message}); see ${logFile}.`,
       );
@@ -576,7 +577,7 @@ async function requirePassword(cfg: Config, verifier: string, password: string, 
     // Reload even when the file had nothing left to change: a crash may have come before it.
     await sql`select pg_reload_conf()`;
   } catch (err) {
-    if (/^28/.test(String((err as { code?: unknown }).code))) return 'refused';
+    if (refusedCredentials(err)) return 'refused';
     throw new DatabaseUnavailableError(
       `Could not make the embedded PostgreSQL server require its password (${(err as Error).message}); see ${cfg.logFile}.`,
     );
@@ -622,7 +623,7 @@ async function confirmPasswordRequired(cfg: Config): Promise<void> {
     try {
       await sql`select 1`;
     } catch (err) {
-      if (/^28/.test(String((err as { code?: unknown }).code))) return;
+      if (refusedCredentials(err)) return;
       throw new DatabaseUnavailableError(
         `Could not check that the embedded PostgreSQL server requires its password (${(err as Error).message}); see ${cfg.logFile}.`,
       );
@@ -914,13 +915,13 @@ async function probe(port: number, dataDir: string, password: string, timeoutS =
       if (ours === undefined || row?.id !== ours) return 'foreign';
       return database === DATABASE ? 'ready' : 'no-database';
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === '3D000' && database === DATABASE) continue;
+      const code = errorCode(err);
+      if (code === SQLSTATE.invalidCatalogName && database === DATABASE) continue;
       if (code === 'ECONNREFUSED') return 'down';
-      if (code === '57P03') return 'starting';
-      if (code === '28P01' || code === '28000') return 'refused';
+      if (code === SQLSTATE.cannotConnectNow) return 'starting';
+      if (refusedCredentials(err)) return 'refused';
       // Up but full: our own postmaster on this port says it is ours; the caller's pool waits.
-      if (code === '53300') return (await listensOn(dataDir, port)) ? 'ready' : 'other';
+      if (code === SQLSTATE.tooManyConnections) return (await listensOn(dataDir, port)) ? 'ready' : 'other';
       return 'other';
     } finally {
       await sql.end({ timeout: 1 });

@@ -104,6 +104,22 @@ function policyFor(err: unknown): { code: string; policy: Policy } | undefined {
   return policy ? { code, policy } : undefined;
 }
 
+/** The SQLSTATEs the code branches on by name, beside the policy table above. */
+export const SQLSTATE = {
+  undefinedTable: '42P01',
+  invalidSchemaName: '3F000',
+  duplicateDatabase: '42P04',
+  invalidCatalogName: '3D000',
+  cannotConnectNow: '57P03',
+  tooManyConnections: '53300',
+  protocolViolation: '08P01',
+} as const;
+
+/** Did the server refuse the credentials (class 28, invalid authorization: a wrong password, no such role)? */
+export function refusedCredentials(err: unknown): boolean {
+  return sqlState(err)?.startsWith('28') ?? false;
+}
+
 /** Milliseconds to wait before running a transaction again, or undefined if it must not be. */
 export function retryAfterMs(err: unknown): number | undefined {
   return policyFor(err)?.policy.retryAfterMs;

@@ -10,6 +10,7 @@ import type postgres from 'postgres';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { DatabaseUnavailableError, InvalidInputError } from '../errors.js';
 import { openClient } from './connect.js';
+import { SQLSTATE, sqlState } from './errors.js';
 
 /** Resolved from this module, not the working directory: cron runs in $HOME. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -58,9 +59,9 @@ async function appliedMigrations(sql: postgres.Sql): Promise<Map<number, string>
     const rows = await sql<{ created_at: string; hash: string }[]>`select created_at, hash from drizzle.__drizzle_migrations`;
     return new Map(rows.map((r) => [Number(r.created_at), r.hash]));
   } catch (err) {
-    // 42P01 undefined_table, 3F000 invalid_schema_name: nothing was ever migrated.
-    const code = (err as { code?: string }).code;
-    if (code === '42P01' || code === '3F000') return new Map();
+    // No migrations table, or no drizzle schema at all: nothing was ever migrated.
+    const code = sqlState(err);
+    if (code === SQLSTATE.undefinedTable || code === SQLSTATE.invalidSchemaName) return new Map();
     throw err;
   }
 }
