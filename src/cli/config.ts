@@ -12,6 +12,7 @@ import { DEFAULT_CLEANUP_INTERVAL_MINUTES } from './environment.js';
 import {
   DEFAULT_SETTINGS,
   DEFAULT_STATEMENT_TIMEOUT_S,
+  DEFAULT_METRICS_MAX_SKUS,
   DEFAULT_THRESHOLDS,
   type AlertThresholds,
   type Settings,
@@ -36,6 +37,8 @@ export interface Config {
   /** PAYMENT_TIMEOUTS and PRIORITY_WINDOWS, over PAYMENT_TIMEOUT_MINUTES. */
   paymentWindows: PaymentWindowPolicy;
   thresholds: AlertThresholds;
+  /** Per-SKU series in `report --format prometheus` and GET /metrics. */
+  metricsMaxSkus: number;
 }
 
 export interface ConfigFlags {
@@ -63,6 +66,7 @@ export function loadConfig(flags: ConfigFlags, env: Env = process.env): Config {
     settings,
     paymentWindows: paymentWindowsOf(env, settings),
     thresholds: thresholdsOf(env),
+    metricsMaxSkus: metricsMaxSkus(env),
   };
 }
 
@@ -206,6 +210,7 @@ function thresholdsOf(env: Env): AlertThresholds {
     return value;
   };
   const lowStock = set(env, 'CHECK_LOW_STOCK');
+  const sweepAge = set(env, 'CHECK_MAX_SWEEP_AGE');
   return {
     maxExpiredPerHour: read('CHECK_MAX_EXPIRED_PER_HOUR', DEFAULT_THRESHOLDS.maxExpiredPerHour, { min: 0, says: 'a non-negative number' }),
     maxConflictRate: read('CHECK_MAX_CONFLICT_RATE', DEFAULT_THRESHOLDS.maxConflictRate, {
@@ -218,7 +223,29 @@ function thresholdsOf(env: Env): AlertThresholds {
       lowStock?.trim().toLowerCase() === 'off'
         ? null
         : read('CHECK_LOW_STOCK', DEFAULT_THRESHOLDS.lowStock ?? 0, { min: 0, whole: true, says: 'a whole number of 0 or more, or off' }, lowStock),
+    maxSweepAgeSeconds:
+      sweepAge === undefined
+        ? DEFAULT_THRESHOLDS.maxSweepAgeSeconds
+        : sweepAge.trim().toLowerCase() === 'off'
+          ? null
+          : (() => {
+              const seconds = durationSeconds(sweepAge);
+              if (seconds === undefined || seconds < 1 || seconds > MAX_DURATION_S) {
+                throw new InvalidInputError(`CHECK_MAX_SWEEP_AGE must be a duration from 1s to 366d such as 15m or 2h, or off, got ${quote(sweepAge)}.`);
+              }
+              return seconds;
+            })(),
   };
+}
+
+/** STOCKCTL_METRICS_MAX_SKUS: how many SKUs get a series of their own in the metrics. */
+function metricsMaxSkus(env: Env): number {
+  const raw = set(env, 'STOCKCTL_METRICS_MAX_SKUS');
+  if (raw === undefined) return DEFAULT_METRICS_MAX_SKUS;
+  if (!/^\d{1,5}$/.test(raw.trim()) || Number(raw) > 10_000) {
+    throw new InvalidInputError(`STOCKCTL_METRICS_MAX_SKUS must be a whole number from 0 to 10000 (0: no per-SKU series), got ${quote(raw)}.`);
+  }
+  return Number(raw);
 }
 
 /** STOCKCTL_DEBUG=1: stack traces, like --verbose (needed before the rest is read). */

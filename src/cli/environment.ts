@@ -2,7 +2,7 @@
  * The environment variables stockctl reads (src/cli/config.ts reads and checks them), as
  * `--help` lists them. Apart from config.ts so that `--help` loads nothing else.
  */
-import { DEFAULT_SETTINGS, DEFAULT_STATEMENT_TIMEOUT_S, DEFAULT_THRESHOLDS } from '../engine/settings.js';
+import { DEFAULT_METRICS_MAX_SKUS, DEFAULT_SETTINGS, DEFAULT_STATEMENT_TIMEOUT_S, DEFAULT_THRESHOLDS } from '../engine/settings.js';
 
 export const DEFAULT_CLEANUP_INTERVAL_MINUTES = 5;
 
@@ -26,6 +26,8 @@ export const ENVIRONMENT: [name: string, what: string][] = [
   ['CHECK_MAX_CONFLICT_RATE', `check: share of orders that needed a retry (default ${DEFAULT_THRESHOLDS.maxConflictRate})`],
   ['CHECK_MAX_FAILED_SWEEPS', `check: failed sweeps in a row (default ${DEFAULT_THRESHOLDS.maxFailedSweeps})`],
   ['CHECK_LOW_STOCK', `check: alert at or below this many available, or off (default ${DEFAULT_THRESHOLDS.lowStock})`],
+  ['CHECK_MAX_SWEEP_AGE', 'check: alert when no sweep has started for this long, or none ever ran, e.g. 15m, or off (default 15m)'],
+  ['STOCKCTL_METRICS_MAX_SKUS', `report --format prometheus and GET /metrics: per-SKU available units for this many SKUs, the fewest first (default ${DEFAULT_METRICS_MAX_SKUS}; 0: none)`],
   ['NO_COLOR', 'disable colour (also off when stdout is not a terminal, or TERM=dumb)'],
   ['STOCKCTL_DEBUG', '1: print stack traces, like --verbose'],
   ['STOCKCTL_NO_DOTENV', '1: do not load .env from the working directory'],

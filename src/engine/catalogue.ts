@@ -1,7 +1,7 @@
 /** The catalogue: adding products and variants, and setting or adjusting their stock. */
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import { execute, rows, transaction } from '../db/query.js';
+import { array, execute, rows, transaction } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
 import { MAX_QUANTITY } from './input.js';
 import {
@@ -156,6 +156,34 @@ export async function listStock(db: Db, input: ListStockInput = {}): Promise<Sto
   }
   const low = input.low;
   return found.filter((r) => low === undefined || availableUnits(r) <= low).map(toStockItem);
+}
+
+/** One page of stock rows, in SKU order, and whether more follow. */
+export interface StockPage {
+  items: StockItem[];
+  more: boolean;
+}
+
+/**
+ * A page of `listStock`: the rows after the SKU `after`, at most `limit` of them. Named
+ * SKUs (at most a hundred) are checked as listStock checks them; the whole catalogue is
+ * read a page at a time, never at once.
+ */
+export async function listStockPage(db: Db, input: ListStockInput & { after?: string; limit: number }): Promise<StockPage> {
+  const { after, limit, skus } = input;
+  // Unknown SKUs are a 404 naming them, whatever the page.
+  if (skus?.length) await listStock(db, { skus });
+  const page = await rows<StockRow>(
+    db,
+    sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, name, price, stock_quantity AS "stockQuantity",
+               reserved_stock AS "reservedStock", version, in_stock AS "inStock"
+          FROM stock_items
+         WHERE true ${skus?.length ? sql`AND sku = ANY(${array(skus)}::text[])` : sql``}
+               ${after !== undefined ? sql`AND sku > ${after}` : sql``}
+               ${input.low !== undefined ? sql`AND stock_quantity - reserved_stock <= ${input.low}` : sql``}
+         ORDER BY sku LIMIT ${limit + 1}`,
+  );
+  return { items: page.slice(0, limit).map(toStockItem), more: page.length > limit };
 }
 
 export interface StockChangeResult extends StockItem {

@@ -7,6 +7,7 @@ import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { execute, rows, transaction, type Tx } from '../db/query.js';
 import { InsufficientStockError, RefusedError } from '../errors.js';
+import { quote } from './input.js';
 import { findOrder, sumUnits, type OrderRow } from './order-rows.js';
 import { convertReservations, expireOrders } from './release.js';
 import { withConflictRetry } from './retry.js';
@@ -19,10 +20,14 @@ export interface PayInput {
   actor: string;
 }
 
+/** What a paid order is: paid, or a fulfilment step since. */
+export type PaidOrderStatus = 'paid' | 'processing' | 'shipped' | 'delivered';
+
 export interface PayResult {
   order_id: string;
   ref: string | null;
-  status: 'paid';
+  /** `paid`, or (a replay) the fulfilment step the order has reached since. */
+  status: PaidOrderStatus;
   paid_at: string;
   payment_ref: string | null;
   replay: boolean;
@@ -43,10 +48,10 @@ export async function payOrder(db: Db, input: PayInput): Promise<PayResult> {
 
 async function payLockedOrder(tx: Tx, input: PayInput): Promise<PayResult | { missedWindow: OrderRow }> {
   const order = await findOrder(tx, input.order, { lock: true });
-  const result = (fields: { paidAt: string; paymentRef: string | null; replay?: boolean; late?: boolean; units?: number }): PayResult => ({
+  const result = (fields: { paidAt: string; paymentRef: string | null; replay?: boolean; late?: boolean; units?: number; status?: PaidOrderStatus }): PayResult => ({
     order_id: order.orderId,
     ref: order.ref,
-    status: 'paid',
+    status: fields.status ?? 'paid',
     paid_at: new Date(fields.paidAt).toISOString(),
     payment_ref: fields.paymentRef,
     replay: fields.replay ?? false,
@@ -58,7 +63,15 @@ async function payLockedOrder(tx: Tx, input: PayInput): Promise<PayResult | { mi
       tx,
       sql`SELECT paid_at AS "paidAt", payment_ref AS "paymentRef" FROM orders WHERE order_id = ${order.orderId}`,
     );
-    return result({ ...paid, replay: true });
+    // The same payment again is a no-op; another one must not be dropped in silence.
+    if (input.paymentRef !== undefined && input.paymentRef !== paid.paymentRef) {
+      throw new RefusedError(
+        `Order ${order.orderId} is already paid${paid.paymentRef === null ? ' without a payment ref' : ` with payment ref ${quote(paid.paymentRef)}`}, not ${quote(input.paymentRef)}; a second payment is not recorded (refund it, or send the first payment ref again).`,
+        'payment_ref_conflict',
+        { order_id: order.orderId, ...(paid.paymentRef === null ? {} : { payment_ref: paid.paymentRef }) },
+      );
+    }
+    return result({ ...paid, replay: true, status: order.status as PaidOrderStatus });
   }
   const expiredUnpaid = order.status === 'cancelled' && order.paymentStatus === 'expired';
   let late = false;

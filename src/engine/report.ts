@@ -3,7 +3,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { array, iso, likePrefix, rows } from '../db/query.js';
 import type { AlertThresholds } from './settings.js';
-import { NO_METHOD } from './windows.js';
+import { formatWindow, NO_METHOD } from './windows.js';
 
 export interface Report extends PaymentMethodFigures {
   window_seconds: number;
@@ -38,6 +38,9 @@ export interface PaymentMethodFigures {
   conversion_rate: number | null;
   expired_reservations: number;
 }
+
+/** Payment methods by name, orders without one ("none") last. */
+const byMethodName = (a: string, b: string) => Number(a === NO_METHOD) - Number(b === NO_METHOD) || (a < b ? -1 : a > b ? 1 : 0);
 
 /** Each order's outcome, counted once (an order paid, then refunded, counts as paid). */
 const OUTCOMES = sql`count(*)::int AS created,
@@ -100,8 +103,7 @@ async function windowFigures(db: Db, since: SQL): Promise<WindowFigures> {
   const perMethod = outcomes.filter((x) => !x.total);
   const expiriesPerMethod = expiries.filter((x) => !x.total);
   const methods = [...new Set([...perMethod, ...expiriesPerMethod].map((m) => m.method))];
-  // Methods by name, orders without one last.
-  methods.sort((a, b) => Number(a === NO_METHOD) - Number(b === NO_METHOD) || (a < b ? -1 : a > b ? 1 : 0));
+  methods.sort(byMethodName);
   const none: Outcomes = { created: 0, paid: 0, expired: 0, cancelled: 0, pending: 0 };
   const byPaymentMethod = Object.fromEntries(
     methods.map((m) => [
@@ -154,51 +156,173 @@ export async function buildReport(db: Db, windowSeconds: number): Promise<Report
 /** A Prometheus label value: backslash, double quote and newline escaped. */
 const labelValue = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 
-/** The report in the Prometheus text format (`report --format prometheus`, GET /metrics). */
-export function prometheus(r: Report): string {
+/** One metric family of the Prometheus text format: its samples, each with its labels. */
+export interface MetricFamily {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  samples: { labels?: Record<string, string>; value: number }[];
+}
+
+/** The text format of metric families (a node_exporter textfile, GET /metrics), each announced by its HELP and TYPE. */
+export function prometheusText(families: MetricFamily[]): string {
   const lines: string[] = [];
-  const metric = (name: string, help: string, value: number | null) => {
-    if (value === null) return;
-    lines.push(`# HELP stockctl_${name} ${help}`, `# TYPE stockctl_${name} gauge`, `stockctl_${name} ${value}`);
-  };
-  metric('window_seconds', 'Length of the reporting window.', r.window_seconds);
-  metric('orders_created', 'Orders created in the window.', r.orders_created);
-  metric('orders_paid', 'Orders created in the window and paid.', r.orders_paid);
-  metric('orders_expired', 'Orders created in the window and expired unpaid.', r.orders_expired);
-  metric('orders_cancelled_by_hand', 'Orders created in the window and cancelled by hand.', r.orders_cancelled_by_hand);
-  metric('orders_pending', 'Orders created in the window still pending.', r.orders_pending);
-  metric('conversion_rate', 'Paid orders out of settled orders in the window.', r.conversion_rate);
-  metric('expired_reservations', 'Reservations expired in the window.', r.expired_reservations);
-  metric('conflict_rate', 'Orders in the window whose reserve needed a retry.', r.conflict_rate);
-  metric('avg_seconds_to_payment', 'Average seconds from order to payment.', r.avg_seconds_to_payment);
-  // The split by payment method: one labelled series per method ("none": orders without one).
-  const byMethod = Object.entries(r.by_payment_method);
-  const labelled = (name: string, help: string, value: (f: PaymentMethodFigures) => number | null) => {
-    const series = byMethod.filter(([, f]) => value(f) !== null);
-    if (series.length === 0) return;
-    lines.push(`# HELP stockctl_${name} ${help}`, `# TYPE stockctl_${name} gauge`);
-    for (const [method, f] of series) lines.push(`stockctl_${name}{payment_method="${labelValue(method)}"} ${value(f)}`);
-  };
-  labelled('payment_method_orders_created', 'Orders created in the window, by payment method.', (f) => f.orders_created);
-  labelled('payment_method_orders_paid', 'Orders created in the window and paid, by payment method.', (f) => f.orders_paid);
-  labelled('payment_method_orders_expired', 'Orders created in the window and expired unpaid, by payment method.', (f) => f.orders_expired);
-  labelled('payment_method_conversion_rate', 'Paid orders out of settled orders in the window, by payment method.', (f) => f.conversion_rate);
-  labelled('payment_method_expired_reservations', 'Reservations expired in the window, by payment method.', (f) => f.expired_reservations);
-  metric('sweep_runs', 'Sweep runs in the window.', r.sweeps.runs);
-  metric('sweep_failed_runs', 'Failed sweep runs in the window.', r.sweeps.failed_runs);
-  metric('sweep_consecutive_failures', 'Failed sweep runs in a row, newest first.', r.sweeps.consecutive_failures);
-  metric('sweep_seconds_since_last_run', 'Seconds since the last sweep started.', r.sweeps.seconds_since_last_run);
+  for (const f of families) {
+    lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    for (const { labels, value } of f.samples) {
+      const set = labels ? Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`).join(',') : '';
+      lines.push(`${f.name}${set ? `{${set}}` : ''} ${Number.isFinite(value) ? value : 'NaN'}`);
+    }
+  }
   return lines.join('\n');
+}
+
+export interface MetricsOptions {
+  /** The window of the conversion ratio, in seconds. */
+  windowSeconds: number;
+  /** Per-SKU available units for at most this many SKUs (those with the fewest units first); 0: none. */
+  maxSkus: number;
+  /** SKUs under these prefixes are not the catalogue (a loadtest's own rows): no series of their own. */
+  exceptSkuPrefixes?: string[];
+}
+
+/**
+ * Every figure a dashboard needs from the database, as Prometheus metrics: counters since
+ * the first order (so that rate() and increase() work over any range, and sum() across
+ * hosts), the sweep's last run as a timestamp (so that `time() - ...` keeps growing when
+ * the sweep stops, and is huge when it never ran), per-SKU available units, and the
+ * conversion ratio over the report window.
+ */
+export async function metricFamilies(db: Db, opts: MetricsOptions): Promise<MetricFamily[]> {
+  const except = (opts.exceptSkuPrefixes ?? []).map(likePrefix);
+  const [report, orders, reservations, sweeps, stock] = await Promise.all([
+    buildReport(db, opts.windowSeconds),
+    rows<{ method: string; total: boolean; created: number; paid: number; cancelled: number; retried: number; pending: number; wait: number }>(
+      db,
+      sql`SELECT method, GROUPING(method) = 1 AS total, count(*)::float8 AS created,
+                 count(*) FILTER (WHERE paid_at IS NOT NULL)::float8 AS paid,
+                 count(*) FILTER (WHERE status = 'cancelled' AND payment_status <> 'expired')::float8 AS cancelled,
+                 count(*) FILTER (WHERE reserve_attempts > 1)::float8 AS retried,
+                 count(*) FILTER (WHERE status = 'pending')::float8 AS pending,
+                 coalesce(sum(extract(epoch FROM paid_at - created_at)) FILTER (WHERE paid_at IS NOT NULL), 0)::float8 AS wait
+            FROM (SELECT *, coalesce(payment_method, ${NO_METHOD}) AS method FROM orders) o
+           GROUP BY GROUPING SETS ((method), ())`,
+    ),
+    // Expiry marks every reservation of the order expired, and a late payment leaves them
+    // so (it sells on new ones): an order expired once is counted once, also if paid later.
+    rows<{ method: string; total: boolean; expired: number; orders: number }>(
+      db,
+      sql`SELECT method, GROUPING(method) = 1 AS total, count(*)::float8 AS expired, count(DISTINCT order_id)::float8 AS orders
+            FROM (SELECT coalesce(o.payment_method, ${NO_METHOD}) AS method, r.order_id
+                    FROM stock_reservations r JOIN orders o USING (order_id) WHERE r.status = 'expired') e
+           GROUP BY GROUPING SETS ((method), ())`,
+    ),
+    rows<{ runs: number; failed: number; released: number; last: number | null }>(
+      db,
+      sql`SELECT count(*)::float8 AS runs,
+                 count(*) FILTER (WHERE error IS NOT NULL AND error <> 'interrupted')::float8 AS failed,
+                 coalesce(sum(units_released), 0)::float8 AS released,
+                 extract(epoch FROM max(started_at))::float8 AS last
+            FROM sweep_runs WHERE NOT dry_run`,
+    ),
+    opts.maxSkus > 0
+      ? rows<{ sku: string; available: number }>(
+          db,
+          sql`SELECT sku, (stock_quantity - reserved_stock)::int AS available FROM stock_items
+               WHERE NOT sku LIKE ANY(${array(except)}::text[])
+               ORDER BY stock_quantity - reserved_stock, sku LIMIT ${opts.maxSkus}`,
+        )
+      : Promise.resolve([]),
+  ]);
+  const all = orders.find((o) => o.total)!;
+  const perMethod = orders.filter((o) => !o.total).sort((a, b) => byMethodName(a.method, b.method));
+  const expiredAll = reservations.find((r) => r.total)!;
+  const expiredPerMethod = reservations.filter((r) => !r.total);
+  const expiredOf = (method: string) => expiredPerMethod.find((r) => r.method === method);
+  const [sweep] = sweeps;
+  const byMethod = (values: { method: string; value: number }[]) =>
+    values.map(({ method, value }) => ({ labels: { payment_method: method }, value }));
+  const counter = (name: string, help: string, value: number): MetricFamily => ({ name: `stockctl_${name}`, help, type: 'counter', samples: [{ value }] });
+  const gauge = (name: string, help: string, samples: MetricFamily['samples']): MetricFamily => ({ name: `stockctl_${name}`, help, type: 'gauge', samples });
+  const families: MetricFamily[] = [
+    counter('orders_created_total', 'Orders created.', all.created),
+    counter('orders_paid_total', 'Orders paid.', all.paid),
+    counter('orders_expired_total', 'Orders whose payment window passed unpaid (released by the sweep or a reserve).', expiredAll.orders),
+    counter('orders_cancelled_total', 'Orders cancelled by hand (not expired).', all.cancelled),
+    counter('orders_retried_total', 'Orders whose reserve needed more than one attempt (stock conflicts).', all.retried),
+    counter('orders_payment_wait_seconds_total', 'Seconds from order to payment, summed over paid orders (divide by stockctl_orders_paid_total for the mean).', all.wait),
+    counter('reservations_expired_total', 'Reservations expired unpaid (one per order line).', expiredAll.expired),
+    gauge('orders_pending', 'Orders waiting for payment now.', [{ value: all.pending }]),
+    {
+      name: 'stockctl_payment_method_orders_created_total',
+      help: 'Orders created, by payment method ("none": orders without one).',
+      type: 'counter',
+      samples: byMethod(perMethod.map((m) => ({ method: m.method, value: m.created }))),
+    },
+    {
+      name: 'stockctl_payment_method_orders_paid_total',
+      help: 'Orders paid, by payment method.',
+      type: 'counter',
+      samples: byMethod(perMethod.map((m) => ({ method: m.method, value: m.paid }))),
+    },
+    {
+      name: 'stockctl_payment_method_orders_expired_total',
+      help: 'Orders expired unpaid, by payment method.',
+      type: 'counter',
+      samples: byMethod(perMethod.map((m) => ({ method: m.method, value: expiredOf(m.method)?.orders ?? 0 }))),
+    },
+    {
+      name: 'stockctl_payment_method_reservations_expired_total',
+      help: 'Reservations expired unpaid, by payment method.',
+      type: 'counter',
+      samples: byMethod(perMethod.map((m) => ({ method: m.method, value: expiredOf(m.method)?.expired ?? 0 }))),
+    },
+    gauge('window_seconds', 'Length of the window of the ratios below.', [{ value: report.window_seconds }]),
+  ];
+  if (report.conversion_rate !== null) {
+    families.push(gauge('conversion_ratio', 'Paid orders out of the settled orders created in the window (0 to 1).', [{ value: report.conversion_rate }]));
+  }
+  const ratios = Object.entries(report.by_payment_method).filter(([, f]) => f.conversion_rate !== null);
+  if (ratios.length > 0) {
+    families.push(
+      gauge(
+        'payment_method_conversion_ratio',
+        'Paid orders out of the settled orders created in the window, by payment method (0 to 1).',
+        ratios.map(([method, f]) => ({ labels: { payment_method: method }, value: f.conversion_rate! })),
+      ),
+    );
+  }
+  families.push(
+    counter('sweep_runs_total', 'Sweep runs (dry runs not counted).', sweep.runs),
+    counter('sweep_failures_total', 'Sweep runs that failed.', sweep.failed),
+    counter('sweep_units_released_total', 'Units released by sweeps.', sweep.released),
+    gauge('sweep_consecutive_failures', 'Failed sweep runs in a row, newest first.', [{ value: report.sweeps.consecutive_failures }]),
+    gauge('sweep_last_run_timestamp_seconds', 'When the last sweep started (Unix time; 0: no sweep has ever run).', [{ value: sweep.last ?? 0 }]),
+  );
+  if (opts.maxSkus > 0) {
+    families.push(
+      gauge(
+        'stock_available',
+        `Units available (on hand minus reserved), for the ${opts.maxSkus} SKUs with the fewest (STOCKCTL_METRICS_MAX_SKUS).`,
+        stock.map((s) => ({ labels: { sku: s.sku }, value: s.available })),
+      ),
+    );
+  }
+  return families;
 }
 
 export interface Alert {
   rule: string;
   firing: boolean;
-  value: number | string[];
-  /** null: the rule is off (CHECK_LOW_STOCK=off). */
+  /** null: nothing to measure (no sweep has ever run). */
+  value: number | string[] | null;
+  /** null: the rule is off (CHECK_LOW_STOCK=off, CHECK_MAX_SWEEP_AGE=off). */
   threshold: number | null;
   message: string;
 }
+
+/** "2h5m", "90s": an age as durations are written. */
+const age = (seconds: number) => formatWindow(Math.max(0, Math.round(seconds)));
 
 export interface AlertScope {
   /** SKUs under these prefixes are not the catalogue (a loadtest's own rows): no low-stock alert. */
@@ -218,6 +342,8 @@ export async function evaluateAlerts(db: Db, t: AlertThresholds, scope: AlertSco
                ORDER BY sku LIMIT 100`,
         );
   const conflict = hour.conflict_rate ?? 0;
+  const sinceSweep = hour.sweeps.seconds_since_last_run;
+  const maxSweepAge = t.maxSweepAgeSeconds;
   return [
     {
       rule: 'expired_reservations',
@@ -251,6 +377,22 @@ export async function evaluateAlerts(db: Db, t: AlertThresholds, scope: AlertSco
           : low.length > 0
             ? `${low.length} SKU(s) at or below ${t.lowStock} available: ${low.slice(0, 10).map((l) => `${l.sku} (${l.available})`).join(', ')}`
             : `no SKU at or below ${t.lowStock} available`,
+    },
+    {
+      // Fires when the sweep stopped (a lost crontab line, a dead `serve --sweep-every`), and
+      // when it never ran: unpaid orders then hold their stock for ever.
+      rule: 'sweep_age',
+      firing: maxSweepAge !== null && (sinceSweep === null || sinceSweep > maxSweepAge),
+      value: sinceSweep,
+      threshold: maxSweepAge,
+      message:
+        maxSweepAge === null
+          ? 'off (CHECK_MAX_SWEEP_AGE=off)'
+          : sinceSweep === null
+            ? `no sweep has ever run (alert after ${age(maxSweepAge)}); schedule \`stockctl sweep\` (cron) or run \`serve --sweep-every\``
+            : sinceSweep > maxSweepAge
+              ? `the last sweep started ${age(sinceSweep)} ago (alert after ${age(maxSweepAge)}); is its cron job still there?`
+              : `a sweep started within the last ${age(maxSweepAge)}`,
     },
   ];
 }

@@ -9,6 +9,7 @@ import { sqlState } from '../db/errors.js';
 import { array, rows, transaction, type Tx } from '../db/query.js';
 import { InsufficientStockError, RefusedError, StockctlError, type Shortage } from '../errors.js';
 import { quote, type OrderLine } from './input.js';
+import { formatWindow } from './windows.js';
 import { findOrderByRef } from './order-rows.js';
 import { expireOrders } from './release.js';
 import { sleep, withConflictRetry } from './retry.js';
@@ -120,7 +121,7 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
   const ttlSeconds = input.ttlSeconds ?? settings.paymentTimeoutMinutes * 60;
   // Canonical line order: the same order the stock rows are locked in.
   const lines = [...input.lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
-  const replay = await replayByRef(db, input);
+  const replay = await replayByRef(db, input, ttlSeconds);
   if (replay) return replay;
 
   let retries = 0;
@@ -145,7 +146,7 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
       outcome = await withConflictRetry(() => attemptReserve(db, plan), () => retries++);
     } catch (err) {
       // Another process created this ref between our check and our insert.
-      const again = sqlState(err) === '23505' && input.ref ? await replayByRef(db, input) : undefined;
+      const again = sqlState(err) === '23505' && input.ref ? await replayByRef(db, input, ttlSeconds) : undefined;
       if (again) return again;
       throw err;
     }
@@ -312,23 +313,36 @@ async function orderItems(tx: Tx, orderId: string): Promise<ReservedItem[]> {
   );
 }
 
-function sameLines(a: { sku: string; quantity: number }[], b: OrderLine[]): boolean {
-  const key = (l: { sku: string; quantity: number }[]) =>
-    l.map((x) => `${x.sku}:${x.quantity}`).sort().join(',');
-  return key(a) === key(b);
-}
+const linesKey = (l: { sku: string; quantity: number }[]) =>
+  l
+    .map((x) => `${x.sku}:${x.quantity}`)
+    .sort()
+    .join(' ');
+const shown = (value: string | null | undefined) => (value === null || value === undefined ? 'none' : quote(value));
 
-/** An existing order under this ref: the same items is a replay (exit 0), others a conflict (exit 5). */
-async function replayByRef(db: Db, input: ReserveInput): Promise<ReserveResult | undefined> {
+/**
+ * An existing order under this ref. The key covers the whole request (the IETF
+ * Idempotency-Key draft): the same items, customer, payment window, method and tier is a
+ * replay (exit 0); anything else is a conflict (exit 5), never the first order's answer
+ * to another request.
+ */
+async function replayByRef(db: Db, input: ReserveInput, ttlSeconds: number): Promise<ReserveResult | undefined> {
   if (!input.ref) return undefined;
   const order = await findOrderByRef(db, input.ref);
   if (!order) return undefined;
   const items = await orderItems(db, order.orderId);
-  if (!sameLines(items, input.lines)) {
+  const differences: string[] = [];
+  if (linesKey(items) !== linesKey(input.lines)) differences.push(`items ${linesKey(items)}, not ${linesKey(input.lines)}`);
+  if ((order.customerId ?? null) !== (input.customerId ?? null)) differences.push(`customer ${shown(order.customerId)}, not ${shown(input.customerId)}`);
+  // Orders made before windows were recorded have none to compare.
+  if (order.paymentWindowSeconds !== null && order.paymentWindowSeconds !== ttlSeconds) {
+    differences.push(`a ${formatWindow(order.paymentWindowSeconds)} payment window, not ${formatWindow(ttlSeconds)}`);
+  }
+  if ((order.paymentMethod ?? null) !== (input.paymentMethod ?? null)) differences.push(`payment method ${shown(order.paymentMethod)}, not ${shown(input.paymentMethod)}`);
+  if ((order.priority ?? null) !== (input.priority ?? null)) differences.push(`priority ${shown(order.priority)}, not ${shown(input.priority)}`);
+  if (differences.length > 0) {
     throw new RefusedError(
-      `Ref ${quote(input.ref)} already names order ${order.orderId} with other items (${items
-        .map((i) => `${i.sku}:${i.quantity}`)
-        .join(' ')}); use a new ref.`,
+      `Ref ${quote(input.ref)} already names order ${order.orderId}, made by another request (${differences.join('; ')}); use a new ref, or send the first request again.`,
       'ref_conflict',
       { order_id: order.orderId },
     );

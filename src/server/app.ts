@@ -1,10 +1,14 @@
 /**
- * The HTTP edge: external plugins first (OpenAPI), then the shared schemas, the routes
- * (one plugin per resource, registered explicitly), and one error handler for the whole
- * app that turns any error into a problem document, as src/cli/run.ts turns it into an
- * exit code.
+ * The HTTP edge: external plugins first (OpenAPI, rate limits, CORS when asked for), then
+ * the shared schemas, the routes (one plugin per resource, registered explicitly), and one
+ * error handler for the whole app that turns any error into a problem document, as
+ * src/cli/run.ts turns it into an exit code.
  */
-import Fastify, { errorCodes, LogController, type FastifyInstance } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import Fastify, { errorCodes, LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type postgres from 'postgres';
@@ -15,8 +19,9 @@ import type { PaymentWindowPolicy } from '../engine/windows.js';
 import { STOCKCTL_VERSION } from '../version.js';
 import { authenticator, type RequireRole } from './auth.js';
 import type { StockFeed } from '../engine/stock-events.js';
-import { clientErrorResponse, HttpProblem, MAX_PARAM_LENGTH, sendProblem } from './problems.js';
-import { logRequest } from './log.js';
+import { clientErrorResponse, HttpProblem, MAX_PARAM_LENGTH, RETRY_AFTER_S, sendProblem } from './problems.js';
+import { logRequest, requestIdOf, traceOf } from './log.js';
+import { createServerMetrics, routeLabel, type ServerMetrics } from './metrics.js';
 import { Problem, StockItem } from './schemas.js';
 import { metaRoutes } from './routes/meta.js';
 import { orderRoutes } from './routes/orders.js';
@@ -28,6 +33,9 @@ export const BODY_LIMIT = 64 * 1024;
 /** What every route plugin is handed: the app's options, and its helpers. */
 export interface ServerContext extends Omit<AppOptions, 'logStream'> {
   requireRole: RequireRole;
+  metrics: ServerMetrics;
+  /** True from SIGTERM on: /readyz says 503 at once, so that a load balancer stops sending. */
+  draining(): boolean;
   /**
    * Take one of the --max-streams places for an event stream, with how to end it at
    * shutdown; returns the function that gives the place back when it ends, or undefined
@@ -51,12 +59,72 @@ export interface AppOptions {
   checkDatabase?: () => Promise<void>;
   /** Where the JSON request log goes (stderr); false for none. */
   logStream?: NodeJS.WritableStream | false;
+  /** Browser origins that may call the read routes (`serve --cors-origin`); none: no CORS at all. */
+  corsOrigins?: string[];
+  /** At most this many requests a minute per token (`serve --token-rate-limit`); undefined: no limit. */
+  tokenRateLimit?: number;
+  /** Per-SKU series in GET /metrics (STOCKCTL_METRICS_MAX_SKUS). */
+  metricsMaxSkus: number;
 }
 
 export interface StockctlApp {
   app: FastifyInstance;
+  metrics: ServerMetrics;
   /** End every open event stream, so that a graceful close is not held open by them. */
   endStreams(): void;
+  /**
+   * The server is stopping: from now on /readyz and any new request answer 503 (a problem
+   * document with Retry-After), and every response says `Connection: close`.
+   */
+  startDraining(): void;
+  /** Resolves once no request taken before the drain is still being answered. */
+  settled(): Promise<void>;
+}
+
+/** The status a request is counted under when its client left before any answer (nginx's). */
+const CLIENT_CLOSED = 499;
+
+/** Failed authentications per client address in a window; past them the address gets 429 (src/server/auth.ts). */
+export const FAILED_AUTH_LIMIT = { max: 20, windowMs: 60_000 };
+
+/** HTTP methods in the order Allow lists them. */
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/**
+ * The methods each route path takes, for the 405 of a method it does not: path patterns
+ * (`/orders/:id`) as regular expressions, matched as the router matches them.
+ */
+function routeTable() {
+  const paths = new Map<string, { pattern: RegExp; methods: Set<string> }>();
+  return {
+    add(url: string, methods: string | string[]) {
+      if (url.includes('*')) return; // CORS's catch-all OPTIONS route is not a resource
+      const entry = paths.get(url) ?? { pattern: new RegExp(`^${url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z0-9_]+/g, '[^/]+')}$`), methods: new Set<string>() };
+      for (const m of [methods].flat()) entry.methods.add(m.toUpperCase());
+      paths.set(url, entry);
+    },
+    /** The methods the path takes, in Allow order; empty when no route has the path. */
+    allowed(path: string): string[] {
+      const methods = new Set<string>();
+      for (const { pattern, methods: own } of paths.values()) if (pattern.test(path)) for (const m of own) methods.add(m);
+      if (methods.has('GET')) methods.add('HEAD');
+      return METHOD_ORDER.filter((m) => methods.has(m));
+    },
+  };
+}
+
+/** The request headers every route reads: never refused (an insane X-Request-Id is replaced, a malformed traceparent ignored). */
+const TRACING_HEADERS = {
+  'x-request-id': { type: 'string', description: 'your id for this request (1 to 200 printable ASCII characters): sent back, logged, and in any problem document; otherwise the server makes one' },
+  traceparent: { type: 'string', description: 'W3C Trace Context: its trace id is logged with the request' },
+};
+
+/** Query parameters a route declares as whole numbers: sent as text, read as numbers before validation. */
+function integerQueryFields(querystring: unknown): string[] {
+  const properties = (querystring as { properties?: Record<string, { type?: string }> } | undefined)?.properties ?? {};
+  return Object.entries(properties)
+    .filter(([, schema]) => schema.type === 'integer')
+    .map(([name]) => name);
 }
 
 /**
@@ -78,10 +146,21 @@ function prototypeField(value: unknown): string | undefined {
 }
 
 export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
+  let draining = false;
+  /** Requests taken (not refused by the drain) and not yet answered, and who waits for none. */
+  let inFlight = 0;
+  let onSettled: (() => void) | undefined;
+  const streams = new Set<() => void>();
+  const metrics = createServerMetrics({ sseClients: () => streams.size });
   const app = Fastify({
     bodyLimit: BODY_LIMIT,
+    // The caller's X-Request-Id when it is sane, else a new UUID: in the log (as
+    // request_id), on every response and in every problem document.
+    genReqId: (req: IncomingMessage) => requestIdOf(req.headers['x-request-id']) ?? randomUUID(),
+    // Every log line of a request carries the W3C trace id its caller sent (traceparent).
+    childLoggerFactory: (logger, bindings, options, rawReq) => logger.child({ ...bindings, ...traceOf(rawReq.headers.traceparent) }, options),
     // One line per request, written by the onResponse hook below, never the body or a token.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
     logger:
       opts.logStream === false
         ? false
@@ -91,17 +170,22 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
             redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
             base: { service: 'stockctl' },
           },
-    // Unknown fields are an error, never silently dropped; types are never coerced.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    // Unknown fields are an error, never silently dropped; types are never coerced (the
+    // whole numbers of a query string are read as numbers below, by name). Every failing
+    // field is reported (a 422 lists at most 20), with the schema that failed (verbose),
+    // whose description says in words what the value must be.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: true, verbose: true } },
     // Keep-alive connections that sit idle are closed at shutdown; busy ones finish first.
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // While draining, new requests get our own 503 (a problem document, Retry-After), below.
+    return503OnClosing: false,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // A URL the router cannot read (a bad %-escape, an overlong segment) never reaches a
     // route or its hooks: answered here, as a problem document, with its log line.
     frameworkErrors: (err, request, reply) => {
       sendProblem(reply, request, err);
       logRequest(request, reply.statusCode, reply.elapsedTime);
+      metrics.observeRequest(request.method, routeLabel(undefined), reply.statusCode, reply.elapsedTime / 1000);
     },
     // Refused by Node's HTTP parser before there is a request (a 100,000-character URL is
     // a 431): a problem document too, and a log line, never Fastify's own JSON.
@@ -109,12 +193,34 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
       const answer = clientErrorResponse(err, socket);
       if (answer) {
         socket.write(answer.raw);
-        this.log.info({ status: answer.status, code: answer.code }, 'request refused before routing');
+        this.log.info({ request_id: answer.requestId, status: answer.status, code: answer.code }, 'request refused before routing');
       }
       socket.destroy(err);
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  // First of all hooks: the request id on the response, whatever answers it (a route, a
+  // hook's refusal, a stream written by hand), and no new work once the server stops.
+  app.addHook('onRequest', async (request, reply) => {
+    reply.raw.setHeader('x-request-id', request.id);
+    // Measured when its response is done or its connection gone, whatever answered it (an
+    // event stream included); a client that left before any answer is counted as 499.
+    reply.raw.once('close', () => {
+      const status = reply.raw.headersSent ? reply.raw.statusCode : CLIENT_CLOSED;
+      metrics.observeRequest(request.method, routeLabel(request.routeOptions.url), status, reply.elapsedTime / 1000);
+    });
+    if (draining) {
+      throw new HttpProblem(503, 'shutting_down', 'The server is shutting down; send the request again (to another instance, or to this one once it is back).', {}, {
+        'retry-after': String(RETRY_AFTER_S),
+      });
+    }
+    // In flight until its response is done or its connection gone.
+    inFlight++;
+    reply.raw.once('close', () => {
+      inFlight--;
+      if (inFlight === 0) onSettled?.();
+    });
+  });
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -122,14 +228,61 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
         title: 'stockctl order API',
         version: STOCKCTL_VERSION,
         description:
-          'Reserve stock for orders without overselling, pay, cancel, fulfil; live stock events. Errors are application/problem+json (RFC 9457) with `code` equal to the CLI error code.',
+          'Reserve stock for orders without overselling, pay, cancel, fulfil; live stock events. ' +
+          'Errors are application/problem+json (RFC 9457) with `code` equal to the CLI error code and `request_id` equal to the X-Request-Id response header. ' +
+          'Every response carries X-Request-Id: the one sent when it is 1 to 200 printable ASCII characters, else a new UUID; a W3C traceparent header is read into the log. ' +
+          'A path the server has, with a method it does not take, is 405 method_not_allowed with Allow; a path it does not have is 404 route_not_found.',
       },
+      // Relative: the server the document was fetched from.
+      servers: [{ url: '/', description: 'this server' }],
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from `stockctl token create`' } } },
-      tags: [{ name: 'orders' }, { name: 'stock' }, { name: 'meta' }],
+      // Every route needs a token unless it says otherwise (security: [] on the public ones).
+      security: [{ bearer: [] }],
+      tags: [
+        { name: 'orders', description: 'reserve, pay, cancel, fulfil' },
+        { name: 'stock', description: 'stock levels and live changes' },
+        { name: 'meta', description: 'health, readiness, metrics and this document' },
+      ],
     },
     // Shared schemas appear under their own $id in components.schemas.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+    // A route whose body may be omitted says so (x-body-optional): @fastify/swagger marks every body required.
+    transformObject: (document) => {
+      if (!('openapiObject' in document)) return document.swaggerObject;
+      const { openapiObject } = document;
+      for (const item of Object.values(openapiObject.paths ?? {})) {
+        for (const op of Object.values(item as Record<string, { requestBody?: { required?: boolean }; 'x-body-optional'?: boolean }>)) {
+          if (!op || typeof op !== 'object' || !('x-body-optional' in op)) continue;
+          if (op.requestBody) op.requestBody.required = false;
+          delete op['x-body-optional'];
+        }
+      }
+      return openapiObject;
+    },
   });
+  // Only the failed authentications and, with --token-rate-limit, each token's requests
+  // are counted (src/server/auth.ts): no route is limited as such.
+  await app.register(rateLimit, { global: false });
+  if (opts.corsOrigins && opts.corsOrigins.length > 0) {
+    const origins = new Set(opts.corsOrigins);
+    await app.register(cors, {
+      // A browser checkout on one of these origins may read (GET, HEAD, and their
+      // preflight); anything else gets no CORS headers, and a browser refuses it.
+      delegator: (request, done) => {
+        const origin = request.headers.origin;
+        const preflight = request.method === 'OPTIONS' && typeof request.headers['access-control-request-method'] === 'string';
+        const reads = request.method === 'GET' || request.method === 'HEAD' || preflight;
+        if (typeof origin !== 'string' || !origins.has(origin) || !reads) return done(null, { origin: false });
+        done(null, {
+          origin,
+          methods: ['GET', 'HEAD'],
+          allowedHeaders: ['Authorization', 'Last-Event-ID', 'X-Request-Id', 'traceparent'],
+          exposedHeaders: ['X-Request-Id', 'Link', 'Retry-After', 'WWW-Authenticate'],
+          maxAge: 600,
+        });
+      },
+    });
+  }
   // Bodies are JSON only: Fastify's own text/plain parser would let a JSON text through
   // as a string (a 422 then), where any other media type is a 415.
   app.removeContentTypeParser('text/plain');
@@ -152,14 +305,34 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
   });
   app.addSchema(Problem);
   app.addSchema(StockItem);
-  // A route without query parameters of its own takes none: an unknown one is a 422, as
-  // an unknown body field is, never silently ignored (`POST /orders?ttl=1h`).
+  const routes = routeTable();
   app.addHook('onRoute', (route) => {
-    if (route.schema?.querystring) return;
-    route.schema = { ...route.schema, querystring: { type: 'object', properties: {}, additionalProperties: false } };
+    routes.add(route.url, route.method);
+    // A route without query parameters of its own takes none: an unknown one is a 422, as
+    // an unknown body field is, never silently ignored (`POST /orders?ttl=1h`).
+    if (!route.schema?.querystring) route.schema = { ...route.schema, querystring: { type: 'object', properties: {}, additionalProperties: false } };
+    // Every route reads the tracing headers; the document says so.
+    const headers = (route.schema.headers ?? {}) as { properties?: Record<string, unknown> };
+    route.schema.headers = { ...headers, type: 'object', properties: { ...headers.properties, ...TRACING_HEADERS }, additionalProperties: true };
+    // A query string is text: its whole numbers (`?limit=20`) are read as numbers, and only
+    // those written as digits, so that `limit=1e2` or `limit=+5` is refused, not guessed at.
+    const integers = integerQueryFields(route.schema.querystring);
+    if (integers.length > 0) {
+      const read = async (request: FastifyRequest) => {
+        const query = request.query as Record<string, unknown>;
+        for (const name of integers) if (typeof query[name] === 'string' && /^\d{1,15}$/.test(query[name])) query[name] = Number(query[name]);
+      };
+      route.preValidation = [read, ...[route.preValidation ?? []].flat()];
+    }
   });
 
-  const streams = new Set<() => void>();
+  const limits = {
+    failures: app.createRateLimit({ max: FAILED_AUTH_LIMIT.max, timeWindow: FAILED_AUTH_LIMIT.windowMs }),
+    perToken:
+      opts.tokenRateLimit === undefined
+        ? undefined
+        : { max: opts.tokenRateLimit, check: app.createRateLimit({ max: opts.tokenRateLimit, timeWindow: 60_000, keyGenerator: (request) => `token:${request.caller?.name}` }) },
+  };
   const context: ServerContext = {
     db: opts.db,
     sql: opts.sql,
@@ -168,7 +341,10 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
     strategy: opts.strategy,
     feed: opts.feed,
     maxStreams: opts.maxStreams,
-    requireRole: authenticator(opts.db),
+    metricsMaxSkus: opts.metricsMaxSkus,
+    metrics,
+    draining: () => draining,
+    requireRole: authenticator(opts.db, limits),
     trackStream(end) {
       if (streams.size >= opts.maxStreams) return undefined;
       // Its own function, so that the same `end` twice holds two places.
@@ -178,6 +354,10 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
     },
   };
 
+  // While draining, no connection is kept: a keep-alive client opens its next one elsewhere.
+  app.addHook('onSend', async (_request, reply) => {
+    if (draining) reply.header('connection', 'close');
+  });
   app.addHook('onResponse', async (request, reply) => logRequest(request, reply.statusCode, reply.elapsedTime));
   // Before authentication, which reads tokens from the database: never another cluster's.
   const { checkDatabase } = opts;
@@ -188,9 +368,18 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
     });
   }
   app.setErrorHandler((err, request, reply) => sendProblem(reply, request, err));
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, request, new HttpProblem(404, 'route_not_found', `There is no ${request.method} ${request.url.split('?')[0]}; see GET /openapi.json for the routes.`)),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0];
+    const allowed = routes.allowed(path);
+    if (allowed.length > 0) {
+      return sendProblem(
+        reply,
+        request,
+        new HttpProblem(405, 'method_not_allowed', `${path} does not take ${request.method}; it takes ${allowed.join(', ')}.`, { allowed_methods: allowed }, { allow: allowed.join(', ') }),
+      );
+    }
+    return sendProblem(reply, request, new HttpProblem(404, 'route_not_found', `There is no ${request.method} ${path}; see GET /openapi.json for the routes.`));
+  });
 
   await app.register(metaRoutes, context);
   await app.register(orderRoutes, context);
@@ -198,8 +387,18 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
 
   return {
     app,
+    metrics,
     endStreams: () => {
       for (const end of [...streams]) end();
     },
+    startDraining: () => {
+      draining = true;
+    },
+    settled: () =>
+      inFlight === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            onSettled = resolve;
+          }),
   };
 }

@@ -3,26 +3,39 @@
  * document whose `code` is the CLI's error code, and whose status follows from the CLI's
  * exit code, as src/cli/run.ts maps the same errors to exit codes.
  */
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { StockctlError, type Remedy } from '../errors.js';
 import { publicMessage, sqlState, toDomainError } from '../db/errors.js';
-import { PATTERN_WORDS } from './schemas.js';
+import { MUST_BE_WORDS, PROBLEM_MEDIA_TYPE } from './schemas.js';
 
 /** Exit code → HTTP status: 2 invalid input, 3 short of stock, 4 not found, 5 refused by state, 7 database down. */
 const STATUS_BY_EXIT: Record<number, number> = { 2: 422, 3: 409, 4: 404, 5: 409, 7: 503 };
+/**
+ * Codes whose status is not their exit code's: an Idempotency-Key reused with another
+ * request is 422, as the IETF Idempotency-Key draft says (the CLI keeps exit 5).
+ */
+const STATUS_BY_CODE: Record<string, number> = { ref_conflict: 422 };
+
+/** Seconds a client is told to wait (Retry-After) when the database is away or the server is stopping. */
+export const RETRY_AFTER_S = 5;
+/** At most this many failing fields are listed in a 422's `errors`. */
+export const MAX_LISTED_ERRORS = 20;
 
 const TITLES: Record<number, string> = {
   400: 'Malformed request',
   401: 'Authentication required',
   403: 'Forbidden',
   404: 'Not found',
+  405: 'Method not allowed',
   408: 'Request timeout',
   409: 'Conflict with the current state',
   413: 'Request body too large',
   414: 'URI too long',
   415: 'Unsupported media type',
   422: 'Invalid input',
+  429: 'Too many requests',
   431: 'Request header fields too large',
   500: 'Internal error',
   503: 'Service unavailable',
@@ -47,7 +60,24 @@ export interface ProblemDocument {
   detail: string;
   instance?: string;
   code: string;
+  request_id: string;
   [extra: string]: unknown;
+}
+
+/** Where a problem happened: the request's path and id. */
+export interface ProblemContext {
+  instance?: string;
+  requestId: string;
+}
+
+/**
+ * The engine's details under the API's names: one name per field, so a SKU is always
+ * `skus` (the CLI's JSON also says `sku` where one SKU is meant).
+ */
+function apiDetails(details: Record<string, unknown>): Record<string, unknown> {
+  if (!('sku' in details)) return details;
+  const { sku, ...rest } = details;
+  return { skus: [sku], ...rest };
 }
 
 /** The engine's sentence without its final full stop, to go on with a clause. */
@@ -63,15 +93,16 @@ const REMEDIES: Record<Remedy, (message: string) => string> = {
 
 const httpMessage = (err: StockctlError) => (err.remedy ? REMEDIES[err.remedy](err.message) : err.message);
 
-export function problemDocument(status: number, code: string, detail: string, details: Record<string, unknown> = {}, instance?: string): ProblemDocument {
+export function problemDocument(status: number, code: string, detail: string, details: Record<string, unknown>, at: ProblemContext): ProblemDocument {
   return {
     type: `urn:stockctl:problem:${code}`,
     title: TITLES[status] ?? 'Error',
     status,
     detail,
-    ...(instance ? { instance } : {}),
+    ...(at.instance ? { instance: at.instance } : {}),
     code,
-    ...details,
+    request_id: at.requestId,
+    ...apiDetails(details),
   };
 }
 
@@ -103,74 +134,103 @@ export const MAX_PARAM_LENGTH = 1000;
 
 interface AjvError {
   instancePath: string;
+  schemaPath: string;
   keyword: string;
   message?: string;
   params: Record<string, unknown>;
+  /** With the validator's `verbose` option: the schema that failed. */
+  parentSchema?: { description?: string };
 }
 
-/** One sentence for a schema violation, naming the field as the caller wrote it. */
-function validationSentence(errors: AjvError[], context: string | undefined): { detail: string; errors: { field: string; message: string }[] } {
-  const where = context === 'body' ? 'body' : context === 'querystring' ? 'query' : context === 'params' ? 'path' : (context ?? 'request');
-  // A choice of values (a union of constants) fails once per value, then as a whole:
-  // said once, with the values allowed.
-  const allowed = new Map<string, unknown[]>();
+/**
+ * A choice (anyOf) fails once per branch, then as a whole: said once. A choice of
+ * constants names the values allowed; any other choice says what the branch that got
+ * furthest into the value says (`sku=bad!` is not a SKU, rather than "not an array").
+ */
+function oneErrorPerChoice(errors: AjvError[]): AjvError[] {
+  const out: AjvError[] = [];
   for (const e of errors) {
-    if (e.keyword === 'const') allowed.set(e.instancePath, [...(allowed.get(e.instancePath) ?? []), e.params.allowedValue]);
+    if (e.keyword !== 'anyOf') {
+      out.push(e);
+      continue;
+    }
+    const branches: AjvError[] = [];
+    while (out.length > 0 && out[out.length - 1].schemaPath.startsWith(`${e.schemaPath}/`)) branches.unshift(out.pop()!);
+    if (branches.length > 0 && branches.every((b) => b.keyword === 'const' && b.instancePath === e.instancePath)) {
+      const values = branches.map((b) => JSON.stringify(b.params.allowedValue)).join(', ');
+      out.push({ ...e, keyword: 'enum', message: `must be one of ${values}` });
+      continue;
+    }
+    const deepest = branches.reduce<AjvError | undefined>((best, b) => (!best || b.instancePath.length > best.instancePath.length ? b : best), undefined);
+    out.push(deepest ?? e);
   }
-  const said = new Set<string>();
-  const merged = errors.flatMap((e): AjvError[] => {
-    const values = allowed.get(e.instancePath);
-    if (!values || (e.keyword !== 'const' && e.keyword !== 'anyOf')) return [e];
-    if (said.has(e.instancePath)) return [];
-    said.add(e.instancePath);
-    return [{ ...e, keyword: 'enum', message: `must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}` }];
-  });
-  const listed = merged.map((e) => {
+  return out;
+}
+
+/** Keywords whose failure the schema's words say better than the validator does. */
+const WORDED_KEYWORDS = new Set(['pattern', 'type', 'minimum', 'maximum']);
+
+/**
+ * One sentence for a schema violation, and every failing field (up to MAX_LISTED_ERRORS),
+ * each named as the caller wrote it.
+ */
+function validationSentence(errors: AjvError[], context: string | undefined): { detail: string; details: Record<string, unknown> } {
+  const where = context === 'body' ? 'body' : context === 'querystring' ? 'query' : context === 'params' ? 'path' : (context ?? 'request');
+  const seen = new Set<string>();
+  const listed = oneErrorPerChoice(errors).flatMap((e) => {
     const path = e.instancePath.replace(/^\//, '').replace(/\//g, '.');
     const extra = e.keyword === 'additionalProperties' ? String(e.params.additionalProperty) : e.keyword === 'required' ? String(e.params.missingProperty) : '';
     const field = [where === 'body' ? '' : where, path, extra].filter(Boolean).join('.') || where;
+    const words = e.parentSchema?.description === undefined ? undefined : MUST_BE_WORDS.get(e.parentSchema.description);
     let message: string;
     if (e.keyword === 'additionalProperties') message = `unknown field "${field}"`;
     else if (e.keyword === 'required') message = `missing field "${field}"`;
-    else if (e.keyword === 'pattern' && PATTERN_WORDS.has(String(e.params.pattern))) message = `"${field}" must be ${PATTERN_WORDS.get(String(e.params.pattern))}`;
+    else if (words !== undefined && WORDED_KEYWORDS.has(e.keyword)) message = `"${field}" must be ${words}`;
+    else if (e.keyword === 'enum' && Array.isArray(e.params.allowedValues)) message = `"${field}" must be one of ${e.params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
     else message = `"${field}" ${e.message ?? 'is invalid'}`;
-    return { field, message };
+    // A field that fails twice (a type and a bound, as words) is listed once.
+    if (seen.has(message)) return [];
+    seen.add(message);
+    return [{ field, message }];
   });
+  const shown = listed.slice(0, MAX_LISTED_ERRORS);
+  const more = listed.length - shown.length;
   const first = listed[0]?.message ?? 'the request is invalid';
-  const sentence = `Invalid ${where === 'body' ? 'request body' : where === 'query' ? 'query string' : where}: ${first}.`;
-  return { detail: sentence, errors: listed };
+  const others = listed.length > 1 ? ` (and ${listed.length - 1} more: see errors)` : '';
+  const sentence = `Invalid ${where === 'body' ? 'request body' : where === 'query' ? 'query string' : where}: ${first}${others}.`;
+  return { detail: sentence, details: { errors: shown, ...(more > 0 ? { errors_omitted: more } : {}) } };
 }
 
 /** What to answer for any error a route or hook threw. */
-export function toProblem(err: unknown, instance?: string): { doc: ProblemDocument; headers: Record<string, string>; internal: boolean } {
+export function toProblem(err: unknown, at: ProblemContext): { doc: ProblemDocument; headers: Record<string, string>; internal: boolean } {
   if (err instanceof HttpProblem) {
-    return { doc: problemDocument(err.status, err.code, err.message, err.details, instance), headers: err.headers, internal: false };
+    return { doc: problemDocument(err.status, err.code, err.message, err.details, at), headers: err.headers, internal: false };
   }
   const fastifyError = err as FastifyError & { validation?: AjvError[]; validationContext?: string };
   if (fastifyError?.validation) {
-    const { detail, errors } = validationSentence(fastifyError.validation, fastifyError.validationContext);
-    return { doc: problemDocument(422, 'invalid_input', detail, { errors }, instance), headers: {}, internal: false };
+    const { detail, details } = validationSentence(fastifyError.validation, fastifyError.validationContext);
+    return { doc: problemDocument(422, 'invalid_input', detail, details, at), headers: {}, internal: false };
   }
   const known = typeof fastifyError?.code === 'string' ? FASTIFY_CLIENT_ERRORS[fastifyError.code] : undefined;
-  if (known) return { doc: problemDocument(known.status, known.code, known.detail(fastifyError), {}, instance), headers: {}, internal: false };
+  if (known) return { doc: problemDocument(known.status, known.code, known.detail(fastifyError), {}, at), headers: {}, internal: false };
 
   const mapped = toDomainError(err);
   if (mapped instanceof StockctlError) {
-    const status = STATUS_BY_EXIT[mapped.exitCode] ?? 500;
-    const headers: Record<string, string> = status === 503 ? { 'retry-after': '5' } : {};
-    return { doc: problemDocument(status, mapped.code, httpMessage(mapped), mapped.details ?? {}, instance), headers, internal: status === 500 };
+    const status = STATUS_BY_CODE[mapped.code] ?? STATUS_BY_EXIT[mapped.exitCode] ?? 500;
+    const headers: Record<string, string> = status === 503 ? { 'retry-after': String(RETRY_AFTER_S) } : {};
+    return { doc: problemDocument(status, mapped.code, httpMessage(mapped), mapped.details ?? {}, at), headers, internal: status === 500 };
   }
   // A Fastify error we did not list, with a 4xx status of its own: keep its status.
   if (typeof fastifyError?.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return {
-      doc: problemDocument(fastifyError.statusCode, 'bad_request', `${publicMessage(err).replace(/\.$/, '')}.`, {}, instance),
+      doc: problemDocument(fastifyError.statusCode, 'bad_request', `${publicMessage(err).replace(/\.$/, '')}.`, {}, at),
       headers: {},
       internal: false,
     };
   }
   const state = sqlState(err);
   return {
-    doc: problemDocument(500, 'internal_error', `Internal error${state ? ` (SQLSTATE ${state})` : ''}; the server log has the details.`, {}, instance),
+    doc: problemDocument(500, 'internal_error', `Internal error${state ? ` (SQLSTATE ${state})` : ''}; the server log has the details.`, {}, at),
     headers: {},
     internal: true,
   };
@@ -182,7 +242,10 @@ export function toProblem(err: unknown, instance?: string): { doc: ProblemDocume
  * response to write to the socket, a problem document like every other answer; undefined
  * when the client is gone.
  */
-export function clientErrorResponse(err: NodeJS.ErrnoException, socket: { destroyed: boolean; writable: boolean }): { status: number; code: string; raw: string } | undefined {
+export function clientErrorResponse(
+  err: NodeJS.ErrnoException,
+  socket: { destroyed: boolean; writable: boolean },
+): { status: number; code: string; raw: string; requestId: string } | undefined {
   if (err.code === 'ECONNRESET' || socket.destroyed || !socket.writable) return undefined;
   const [status, code, detail] =
     err.code === 'HPE_HEADER_OVERFLOW'
@@ -190,18 +253,20 @@ export function clientErrorResponse(err: NodeJS.ErrnoException, socket: { destro
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'request_timeout', 'The request did not arrive in time; send it again.']
         : [400, 'malformed_request', 'The request is not valid HTTP/1.1.'];
-  const body = JSON.stringify(problemDocument(status, code, detail));
+  // No request was read, so none of its headers: the id is a new one.
+  const requestId = randomUUID();
+  const body = JSON.stringify(problemDocument(status, code, detail, {}, { requestId }));
   const raw =
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/problem+json; charset=utf-8\r\n` +
-    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
-  return { status, code, raw };
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_MEDIA_TYPE}; charset=utf-8\r\n` +
+    `X-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return { status, code, raw, requestId };
 }
 
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: unknown): FastifyReply {
-  const { doc, headers, internal } = toProblem(err, request.url.split('?')[0]);
+  const { doc, headers, internal } = toProblem(err, { instance: request.url.split('?')[0], requestId: request.id });
   if (internal) {
     // Never the drizzle wrapper's message: it carries the query's bound parameters.
     request.log.error({ err: { message: publicMessage(err), stack: (err as Error)?.stack?.split('\n').slice(1).join('\n'), sqlstate: sqlState(err) } }, 'internal error');
   }
-  return reply.code(doc.status).headers(headers).type('application/problem+json').send(doc);
+  return reply.code(doc.status).header('x-request-id', request.id).headers(headers).type(PROBLEM_MEDIA_TYPE).send(doc);
 }

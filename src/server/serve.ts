@@ -28,6 +28,12 @@ export interface ServeOptions {
   maxStreams: number;
   /** STOCKCTL_LISTEN_URL: where live stock gets its session, when the pool goes through a pooler. */
   listenUrl?: string;
+  /** Browser origins that may call the read routes (--cors-origin). */
+  corsOrigins?: string[];
+  /** Requests a minute per token (--token-rate-limit); undefined: unlimited. */
+  tokenRateLimit?: number;
+  /** Per-SKU series in GET /metrics (STOCKCTL_METRICS_MAX_SKUS). */
+  metricsMaxSkus: number;
   actor: string;
   /** Resolves (or aborts) when the server should stop. */
   stop: AbortSignal;
@@ -37,7 +43,11 @@ export interface ServeOptions {
 export async function serve(opts: ServeOptions): Promise<void> {
   const { database } = opts;
   let feedLog: { warn(details: object, message: string): void } | undefined;
-  const { feed, off: liveStockOff } = stockFeed(opts, (reason) => feedLog?.warn({ reason }, 'live stock lost its database session: its event streams ended, and reconnect'));
+  let feedLost = () => {};
+  const { feed, off: liveStockOff } = stockFeed(opts, (reason) => {
+    feedLost();
+    feedLog?.warn({ reason }, 'live stock lost its database session: its event streams ended, and reconnect');
+  });
   const stockApp = await buildApp({
     db: database.db,
     sql: database.sql,
@@ -47,10 +57,14 @@ export async function serve(opts: ServeOptions): Promise<void> {
     feed,
     maxStreams: opts.maxStreams,
     checkDatabase: database.identity?.check,
+    corsOrigins: opts.corsOrigins,
+    tokenRateLimit: opts.tokenRateLimit,
+    metricsMaxSkus: opts.metricsMaxSkus,
   });
   const { app } = stockApp;
   const log = app.log;
   feedLog = log;
+  feedLost = () => stockApp.metrics.listenReconnected();
   if (liveStockOff) log.warn({ reason: liveStockOff }, 'live stock is off: GET /stock/events answers 503');
   database.identity?.onMismatch((reason) => log.error({ reason }, 'refusing requests: the database is another cluster'));
 
@@ -87,14 +101,23 @@ export async function serve(opts: ServeOptions): Promise<void> {
     else opts.stop.addEventListener('abort', () => resolve(), { once: true });
   });
 
-  log.info({ grace_ms: opts.graceMs }, 'stopping: no new connections, finishing in-flight requests');
+  // Not ready from this moment: /readyz and every new request answer 503 (Retry-After), and
+  // every response closes its connection. The listener stays open while the requests in
+  // flight finish, so that a load balancer sees the drain (a 503 from /readyz) rather than
+  // a refused connection; then it closes.
+  stockApp.startDraining();
+  log.info({ grace_ms: opts.graceMs }, 'stopping: new requests get 503, finishing in-flight requests');
   cancelSweep();
   // Streams never finish by themselves: end them, then wait for the requests in flight.
   stockApp.endStreams();
+  let graceOver = () => {};
+  const graceEnded = new Promise<void>((resolve) => (graceOver = resolve));
   const cancelGrace = setLongTimeout(() => {
     log.warn('grace period over: closing the remaining connections');
     app.server.closeAllConnections();
+    graceOver();
   }, opts.graceMs);
+  await Promise.race([stockApp.settled(), graceEnded]);
   // A keep-alive connection that finishes its request after close() began (a 503 to a
   // client still sending) would otherwise hold the close open until its idle timeout.
   const idleSweep = setInterval(() => app.server.closeIdleConnections(), 50);

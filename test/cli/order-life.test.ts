@@ -126,9 +126,12 @@ describe('reserve, then pay', () => {
     expect(db).toEqual({ status: 'pending', customer_id: 'c42', created_by: 'shop', ttl: 900, expires: order.payment_expires_at });
     expect(await stockRow('TEE')).toEqual({ stock_quantity: 10, reserved_stock: 2 });
 
-    // The same ref and items again: the same order, nothing more reserved.
-    const replay = await t.cliJson<Reserved & { replay: boolean }>(['reserve', 'TEE:2', '--ref', 'cart-1001'], SHOP);
+    // The same request again: the same order, nothing more reserved. The ref covers the
+    // whole request, so the same items for another customer are a conflict (exit 5).
+    const replay = await t.cliJson<Reserved & { replay: boolean }>(['reserve', 'TEE:2', '--customer', 'c42', '--ttl', '15m', '--ref', 'cart-1001'], SHOP);
     expect(replay.code).toBe(0);
+    const other = await t.cliJson<{ error: { code: string } }>(['reserve', 'TEE:2', '--ref', 'cart-1001'], SHOP);
+    expect(other).toMatchObject({ code: 5, json: { error: { code: 'ref_conflict' } } });
     expect(replay.json).toMatchObject({ order_id: order.order_id, replay: true, status: 'pending' });
     expect(await stockRow('TEE')).toEqual({ stock_quantity: 10, reserved_stock: 2 });
   });

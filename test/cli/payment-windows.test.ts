@@ -109,10 +109,14 @@ describe('reserve picks the window from the payment method and the priority tier
     await expectWindow('unlisted-vip', 7 * MIN + 45 * MIN, null, 'vip');
   });
 
-  it('a replay answers with the window the order was given', async () => {
+  it('a replay answers with the window the order was given; the ref with another payment method is a conflict (exit 5)', async () => {
     const first = await reserveJson(['WIN:1', '--ref', 'replayed', '--payment-method', 'bank_transfer']);
-    const again = await reserveJson(['WIN:1', '--ref', 'replayed', '--payment-method', 'card']);
+    const again = await reserveJson(['WIN:1', '--ref', 'replayed', '--payment-method', 'bank_transfer']);
     expect(again).toMatchObject({ order_id: first.order_id, replay: true, payment_method: 'bank_transfer', payment_window_seconds: 3 * DAY });
+    // The ref covers the whole request, not only its items.
+    const other = await t.cliJson<{ error: { code: string; message: string } }>(['reserve', 'WIN:1', '--ref', 'replayed', '--payment-method', 'card'], { env: WINDOWS });
+    expect(other.code).toBe(5);
+    expect(other.json.error).toMatchObject({ code: 'ref_conflict', message: expect.stringContaining('payment method "bank_transfer", not "card"') });
   });
 
   it('the human output says which window the order got', async () => {
@@ -352,25 +356,26 @@ describe('report splits conversion and expiry by payment method', () => {
 
     const prom = (await run(['report', '--format', 'prometheus'])).stdout.split('\n');
     const series = (name: string) => prom.filter((l) => l.startsWith(`stockctl_payment_method_${name}{`));
-    expect(series('conversion_rate')).toEqual([
-      'stockctl_payment_method_conversion_rate{payment_method="bank_transfer"} 0',
-      'stockctl_payment_method_conversion_rate{payment_method="card"} 0.5',
-      'stockctl_payment_method_conversion_rate{payment_method="none"} 0.5',
+    // The ratio over the window; the counts as counters, since the first order (rate() works on them).
+    expect(series('conversion_ratio')).toEqual([
+      'stockctl_payment_method_conversion_ratio{payment_method="bank_transfer"} 0',
+      'stockctl_payment_method_conversion_ratio{payment_method="card"} 0.5',
+      'stockctl_payment_method_conversion_ratio{payment_method="none"} 0.5',
     ]);
-    expect(series('expired_reservations')).toEqual([
-      'stockctl_payment_method_expired_reservations{payment_method="bank_transfer"} 0',
-      'stockctl_payment_method_expired_reservations{payment_method="card"} 1',
-      'stockctl_payment_method_expired_reservations{payment_method="none"} 2',
+    expect(series('reservations_expired_total')).toEqual([
+      'stockctl_payment_method_reservations_expired_total{payment_method="bank_transfer"} 0',
+      'stockctl_payment_method_reservations_expired_total{payment_method="card"} 1',
+      'stockctl_payment_method_reservations_expired_total{payment_method="none"} 2',
     ]);
-    expect(series('orders_created')).toEqual([
-      'stockctl_payment_method_orders_created{payment_method="bank_transfer"} 2',
-      'stockctl_payment_method_orders_created{payment_method="card"} 3',
-      'stockctl_payment_method_orders_created{payment_method="none"} 2',
+    expect(series('orders_created_total')).toEqual([
+      'stockctl_payment_method_orders_created_total{payment_method="bank_transfer"} 2',
+      'stockctl_payment_method_orders_created_total{payment_method="card"} 3',
+      'stockctl_payment_method_orders_created_total{payment_method="none"} 2',
     ]);
-    const i = prom.indexOf(series('conversion_rate')[0]);
+    const i = prom.indexOf(series('conversion_ratio')[0]);
     expect(prom.slice(i - 2, i)).toEqual([
-      '# HELP stockctl_payment_method_conversion_rate Paid orders out of settled orders in the window, by payment method.',
-      '# TYPE stockctl_payment_method_conversion_rate gauge',
+      '# HELP stockctl_payment_method_conversion_ratio Paid orders out of the settled orders created in the window, by payment method (0 to 1).',
+      '# TYPE stockctl_payment_method_conversion_ratio gauge',
     ]);
   });
 });

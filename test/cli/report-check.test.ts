@@ -20,8 +20,8 @@ async function ok(args: string[], env: Record<string, string> = {}) {
 interface Alert {
   rule: string;
   firing: boolean;
-  value: number | string[];
-  threshold: number;
+  value: number | string[] | null;
+  threshold: number | null;
   message: string;
 }
 interface CheckResult {
@@ -52,6 +52,8 @@ const QUIET_ALERTS: Alert[] = [
   },
   { rule: 'failed_sweeps', firing: false, value: 0, threshold: 3, message: '0 failed sweep(s) in a row (alert at 3)' },
   { rule: 'low_stock', firing: false, value: [], threshold: 0, message: 'no SKU at or below 0 available' },
+  // The scenario swept seconds ago.
+  { rule: 'sweep_age', firing: false, value: expect.any(Number) as unknown as number, threshold: 900, message: 'a sweep started within the last 15m' },
 ];
 
 beforeAll(async () => {
@@ -135,39 +137,48 @@ describe('report', () => {
     expect(res.json.sweeps.runs).toBe(1);
   });
 
-  it('--format prometheus prints only well-formed metric and comment lines', async () => {
+  it('--format prometheus prints only well-formed metric and comment lines: counters since the start, a ratio over the window', async () => {
     const res = await t.cli(['report', '--format', 'prometheus']);
     expect(res.code).toBe(0);
     expect(res.stderr).toBe('');
     expect(res.stdout.endsWith('\n')).toBe(true);
     const lines = res.stdout.slice(0, -1).split('\n');
     for (const line of lines) {
-      expect(line).toMatch(/^(stockctl_[a-z_]+(\{payment_method="[^"]+"\})? [0-9.]+|# (HELP|TYPE) stockctl_[a-z_]+ .+)$/);
+      expect(line).toMatch(/^(stockctl_[a-z_]+(\{(payment_method|sku)="[^"]+"\})? [0-9.e+]+|# (HELP|TYPE) stockctl_[a-z_]+ .+)$/);
     }
     const metrics = Object.fromEntries(
       lines.filter((l) => !l.startsWith('#')).map((l) => l.split(' ') as [string, string]),
     );
-    expect(metrics).toMatchObject({
+    const counters = {
+      stockctl_orders_created_total: '3',
+      stockctl_orders_paid_total: '1',
+      stockctl_orders_expired_total: '1',
+      stockctl_orders_cancelled_total: '1',
+      stockctl_orders_retried_total: '0',
+      stockctl_reservations_expired_total: '1',
+      stockctl_sweep_runs_total: '1',
+      stockctl_sweep_failures_total: '0',
+      'stockctl_payment_method_orders_created_total{payment_method="none"}': '3',
+      'stockctl_payment_method_reservations_expired_total{payment_method="none"}': '1',
+    };
+    const gauges = {
       stockctl_window_seconds: '3600',
-      stockctl_orders_created: '3',
-      stockctl_orders_paid: '1',
-      stockctl_orders_expired: '1',
-      stockctl_conversion_rate: '0.3333',
-      stockctl_expired_reservations: '1',
-      stockctl_conflict_rate: '0',
-      stockctl_sweep_runs: '1',
-      stockctl_sweep_failed_runs: '0',
+      stockctl_conversion_ratio: '0.3333',
+      stockctl_orders_pending: '0',
       stockctl_sweep_consecutive_failures: '0',
-      'stockctl_payment_method_conversion_rate{payment_method="none"}': '0.3333',
-      'stockctl_payment_method_expired_reservations{payment_method="none"}': '1',
-    });
-    // Every metric is announced by its HELP and TYPE lines, once (here one series each).
-    for (const series of Object.keys(metrics)) {
+      'stockctl_payment_method_conversion_ratio{payment_method="none"}': '0.3333',
+      'stockctl_stock_available{sku="MUG"}': '5',
+      'stockctl_stock_available{sku="TEE"}': '8',
+    };
+    expect(metrics).toMatchObject({ ...counters, ...gauges });
+    // A timestamp, not an age: it keeps its value in a textfile, and `time() - it` grows.
+    expect(Number(metrics.stockctl_sweep_last_run_timestamp_seconds)).toBeGreaterThan(Date.now() / 1000 - 300);
+    // Every metric is announced by its HELP and TYPE lines, once, with its type.
+    for (const [series, type] of [...Object.keys(counters).map((s) => [s, 'counter']), ...Object.keys(gauges).map((s) => [s, 'gauge'])]) {
       const name = series.replace(/\{.*/, '');
-      const i = lines.indexOf(`${series} ${metrics[series]}`);
-      expect(lines[i - 2]).toMatch(new RegExp(`^# HELP ${name} `));
-      expect(lines[i - 1]).toBe(`# TYPE ${name} gauge`);
-      expect(lines.filter((l) => l.startsWith(`${series} `))).toHaveLength(1);
+      expect(lines.filter((l) => l === `# TYPE ${name} ${type}`), series).toHaveLength(1);
+      expect(lines.filter((l) => l.startsWith(`# HELP ${name} `)), series).toHaveLength(1);
+      expect(lines.filter((l) => l.startsWith(`${series} `)), series).toHaveLength(1);
     }
   });
 
@@ -217,6 +228,7 @@ describe('check', () => {
         'ok      conflict_rate: 0.0 % of orders in the last hour needed a stock retry (alert above 10 %)',
         'ok      failed_sweeps: 0 failed sweep(s) in a row (alert at 3)',
         'ok      low_stock: no SKU at or below 0 available',
+        'ok      sweep_age: a sweep started within the last 15m',
         '',
       ].join('\n'),
     );

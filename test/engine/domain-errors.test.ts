@@ -22,7 +22,7 @@ async function refusal(p: Promise<unknown>): Promise<StockctlError> {
 }
 
 const namesTheCli = /--[a-z]|stockctl /;
-const THRESHOLDS = { maxExpiredPerHour: 50, maxConflictRate: 0.1, maxFailedSweeps: 3, lowStock: 0 };
+const THRESHOLDS = { maxExpiredPerHour: 50, maxConflictRate: 0.1, maxFailedSweeps: 3, lowStock: 0, maxSweepAgeSeconds: 900 };
 
 describe('engine refusals', () => {
   it('state the fact with a remedy; the CLI adds the flag or the command', async () => {

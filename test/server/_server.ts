@@ -3,6 +3,7 @@
  * (--port 0, the port read from its one stdout line), talked to with Node's fetch.
  */
 import { startCli, type CliProcess, type CliResult } from '../helpers/cli.js';
+import { checkerFor, expectConforms } from './contract.js';
 
 export interface RunningServer {
   url: string;
@@ -19,6 +20,8 @@ export async function startServer(databaseUrl: string | null, args: string[] = [
   proc.child.stdout!.on('data', (chunk: string) => (stdout += chunk));
   await proc.waitForStdout(/Listening on http:\/\/\S+/);
   const url = /Listening on (http:\/\/\S+)/.exec(stdout)![1];
+  // The document every answer of api() is held to (test/server/contract.ts), read once.
+  await checkerFor(url);
   return {
     url,
     proc,
@@ -40,7 +43,7 @@ export async function api<T = any>(
   server: { url: string },
   method: string,
   path: string,
-  opts: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {},
+  opts: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string>; unchecked?: boolean } = {},
 ): Promise<ApiResponse<T>> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
@@ -56,5 +59,7 @@ export async function api<T = any>(
   const text = await res.text();
   let parsed: unknown = text;
   if (/json/.test(res.headers.get('content-type') ?? '')) parsed = JSON.parse(text);
+  // Every answer a server test sees is held to the server's own OpenAPI document.
+  if (!opts.unchecked) await expectConforms(server.url, method, path, { status: res.status, headers: res.headers, text });
   return { status: res.status, headers: res.headers, body: parsed as T, text };
 }

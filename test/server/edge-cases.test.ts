@@ -57,7 +57,9 @@ describe('requests refused before they are routed', () => {
       status: 431,
       detail: 'The request line and headers are larger than 16 KiB (a URL that long?); no route takes a URL or header that large.',
       code: 'headers_too_large',
+      request_id: res.headers['x-request-id'],
     });
+    expect(res.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     // The server is still there.
     expect((await api(server, 'GET', '/healthz')).status).toBe(200);
   });
@@ -147,7 +149,8 @@ describe('a product with variants', () => {
     const stock = await api(server, 'GET', '/stock/HOODIE', { token: shop });
     for (const res of [reserve, stock]) {
       expect(res.status, res.text).toBe(404);
-      expect(res.body).toMatchObject({ code: 'sku_not_found', detail, sku: 'HOODIE', variants: ['HOODIE-L', 'HOODIE-M'] });
+      // One name per field over HTTP: `skus`, also for one SKU (the CLI's JSON says `sku`).
+      expect(res.body).toMatchObject({ code: 'sku_not_found', detail, skus: ['HOODIE'], variants: ['HOODIE-L', 'HOODIE-M'] });
     }
     const cli = await t.cliJson<{ error: { code: string; message: string } }>(['reserve', 'HOODIE:1']);
     expect(cli).toMatchObject({ code: 4, json: { error: { code: 'sku_not_found', message: detail } } });

@@ -76,11 +76,13 @@ describe('an order over HTTP and across to the CLI', () => {
     expect(created.body).toMatchObject({ ref: 'cart-life', status: 'pending', customer_id: 'c-life', total: 2000, replay: false, strategy: 'batched' });
     expect(created.headers.get('location')).toBe(`/orders/${created.body.order_id}`);
 
-    const replay = await reserve([{ sku: 'LIFE', quantity: 2 }], { key: 'cart-life' });
+    const replay = await reserve([{ sku: 'LIFE', quantity: 2 }], { key: 'cart-life', extra: { customer_id: 'c-life', ttl: '30m' } });
     expect(replay.status).toBe(200);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
     expect(replay.body).toMatchObject({ order_id: created.body.order_id, replay: true });
-    const conflict = await reserve([{ sku: 'LIFE', quantity: 3 }], { key: 'cart-life' });
-    expect(conflict.status).toBe(409);
+    // The key covers the whole request: another one is 422 (the IETF Idempotency-Key draft).
+    const conflict = await reserve([{ sku: 'LIFE', quantity: 3 }], { key: 'cart-life', extra: { customer_id: 'c-life', ttl: '30m' } });
+    expect(conflict.status).toBe(422);
     expect(conflict.body.code).toBe('ref_conflict');
 
     // The CLI sees the HTTP order, with the token's name as the actor.
@@ -191,7 +193,7 @@ describe('an order over HTTP and across to the CLI', () => {
 
     const stock = await api(server, 'GET', '/stock', { token: tokens.read });
     const cliStock = await t.cliJson<any>(['stock']);
-    expect(stock.body).toEqual(cliStock.json);
+    expect(stock.body).toEqual({ ...cliStock.json, next_cursor: null });
     const one = await api(server, 'GET', '/stock/LIFE', { token: tokens.read });
     expect(one.body).toEqual(cliStock.json.items.find((i: any) => i.sku === 'LIFE'));
   });
@@ -303,7 +305,7 @@ describe('status codes, validation and the role matrix', () => {
     const metrics = await api(server, 'GET', '/metrics', { token: tokens.read });
     expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);
     expect(metrics.text).toMatch(/^# HELP stockctl_window_seconds/m);
-    expect(metrics.text).toMatch(/^stockctl_orders_created \d+$/m);
+    expect(metrics.text).toMatch(/^stockctl_orders_created_total \d+$/m);
 
     const other = await t.createDatabase();
     const second = await startServer(other.url);

@@ -1,15 +1,20 @@
 import type { CommandContext } from '../run.js';
 import { parseDuration } from '../../engine/input.js';
+import { LOADTEST_SKU_PREFIX } from '../../loadtest/skus.js';
 
 const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)} %`);
 
 export default async function report(ctx: CommandContext, flags: { since: string; format: 'table' | 'json' | 'prometheus' }) {
   const windowSeconds = parseDuration(flags.since, '--since');
   const { db } = await ctx.openDb({ application: 'stockctl-report' });
-  const { buildReport, prometheus } = await import('../../engine/report.js');
+  const { buildReport, metricFamilies, prometheusText } = await import('../../engine/report.js');
+  if (flags.format === 'prometheus' && !ctx.out.json) {
+    // The textfile for node_exporter: the same database figures as GET /metrics.
+    const families = await metricFamilies(db, { windowSeconds, maxSkus: ctx.config.metricsMaxSkus, exceptSkuPrefixes: [LOADTEST_SKU_PREFIX] });
+    return void ctx.out.line(prometheusText(families));
+  }
   const r = await buildReport(db, windowSeconds);
   if (flags.format === 'json' || ctx.out.json) return void process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-  if (flags.format === 'prometheus') return void ctx.out.line(prometheus(r));
   ctx.out.line(
     ctx.out.table(
       ['Figure', `Last ${flags.since}`],

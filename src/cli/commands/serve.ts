@@ -11,6 +11,22 @@ interface Flags {
   pool: string;
   grace: string;
   maxStreams: string;
+  corsOrigin?: string[];
+  tokenRateLimit?: string;
+}
+
+/** A browser origin as a browser sends it: scheme, host and an optional port, nothing more. */
+function parseOrigin(raw: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !/^https?:$/.test(url.protocol) || url.origin !== raw) {
+    throw new InvalidInputError(`Invalid --cors-origin ${quote(raw)}: give an origin as a browser sends it, like https://shop.example.com or http://localhost:3000 (no path, no trailing slash).`);
+  }
+  return raw;
 }
 
 function parsePort(raw: string): number {
@@ -36,6 +52,8 @@ export default async function serveCommand(ctx: CommandContext, flags: Flags) {
     sweepEveryMs: flags.sweepEvery === undefined ? undefined : parseDuration(flags.sweepEvery, '--sweep-every') * 1000,
     graceMs: parseDuration(flags.grace, '--grace') * 1000,
     maxStreams: parseCount(flags.maxStreams, '--max-streams', 100_000),
+    corsOrigins: (flags.corsOrigin ?? []).map(parseOrigin),
+    tokenRateLimit: flags.tokenRateLimit === undefined ? undefined : parseCount(flags.tokenRateLimit, '--token-rate-limit', 1_000_000),
   };
   process.removeAllListeners('SIGINT');
   process.removeAllListeners('SIGTERM');
@@ -59,6 +77,7 @@ export default async function serveCommand(ctx: CommandContext, flags: Flags) {
     paymentWindows: ctx.config.paymentWindows,
     actor: ctx.config.actor,
     listenUrl: ctx.config.listenUrl,
+    metricsMaxSkus: ctx.config.metricsMaxSkus,
     stop: stop.signal,
     ...options,
     onListening: (address) => {

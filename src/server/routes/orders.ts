@@ -11,11 +11,15 @@ import { roleAllows } from '../../engine/tokens.js';
 import { HttpProblem } from '../problems.js';
 import type { ServerContext } from '../app.js';
 import {
+  AUTHENTICATED,
   CancelBody,
   CancelResult,
+  header,
   ExtendBody,
   ExtendResult,
+  LINK_NEXT,
   ListOrdersQuery,
+  ok,
   OrderDetail,
   OrderKeyParams,
   OrderList,
@@ -27,7 +31,11 @@ import {
   ReserveResult,
   StatusBody,
   StatusResult,
+  WITH_BODY,
+  WITH_PARAMS,
+  WITH_QUERY,
 } from '../schemas.js';
+import { nextLink } from './paging.js';
 
 /**
  * A header's text as the client meant it: Node reads header bytes as Latin-1, while
@@ -59,7 +67,12 @@ const security = [{ bearer: [] }];
 const emptyBodyIsEmptyObject = async (request: { body: unknown }) => {
   if (request.body === undefined || request.body === null) request.body = {};
 };
-const AUTH = [401, 403, 413, 422, 503];
+/** What every route here may answer besides its own: authentication, a query parameter it does not take, a bug, 503. */
+const AUTH = [...AUTHENTICATED, ...WITH_QUERY];
+/** ... and a route with a body and an order id in its path. */
+const WRITE = [...AUTH, ...WITH_BODY, ...WITH_PARAMS];
+
+const LOCATION = { Location: header('the order: /orders/{order_id}') };
 
 export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, ctx) => {
   const { db, requireRole } = ctx;
@@ -71,12 +84,23 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       onRequest: requireRole('shop'),
       schema: {
         tags: ['orders'],
+        operationId: 'createOrder',
         summary: 'Reserve stock for a new pending order (all or nothing)',
-        description: 'Idempotency-Key is the order ref: the same key with the same items answers 200 with the same order; with other items, 409 ref_conflict.',
+        description:
+          "Idempotency-Key is the order's ref, and covers the whole request (items, customer_id, ttl, payment_method, priority): " +
+          'the same key with the same request answers 200 with the same order and `Idempotent-Replayed: true`, reserving nothing more; ' +
+          'the same key with another request is 422 ref_conflict.',
         security,
         headers: ReserveHeaders,
         body: ReserveBody,
-        response: { 201: ReserveResult, 200: ReserveResult, ...problems(...AUTH, 404, 409) },
+        response: {
+          201: ok(ReserveResult, 'a new pending order, holding its stock', LOCATION),
+          200: ok(ReserveResult, 'a replay: the order this Idempotency-Key made, unchanged', {
+            ...LOCATION,
+            'Idempotent-Replayed': header('true: this answers an earlier request with the same key', { type: 'string', enum: ['true'] }),
+          }),
+          ...problems(...AUTH, ...WITH_BODY, 404, 409),
+        },
       },
     },
     async (request, reply) => {
@@ -102,6 +126,7 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
         ctx.settings,
       );
       reply.code(order.replay ? 200 : 201).header('location', `/orders/${order.order_id}`);
+      if (order.replay) reply.header('idempotent-replayed', 'true');
       return order;
     },
   );
@@ -113,11 +138,16 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       preValidation: emptyBodyIsEmptyObject,
       schema: {
         tags: ['orders'],
+        operationId: 'payOrder',
         summary: 'Pay a pending order: its reservations become sales',
+        description:
+          'The body may be omitted. Paying an order already paid is a no-op 200 (`"replay": true`) with no payment_ref, or the same one; ' +
+          'another payment_ref is 409 payment_ref_conflict (a second payment is never recorded in silence).',
+        'x-body-optional': true,
         security,
         params: OrderKeyParams,
         body: PayBody,
-        response: { 200: PayResult, ...problems(...AUTH, 404, 409) },
+        response: { 200: ok(PayResult, 'paid (also an order paid before: replay)'), ...problems(...WRITE, 404, 409) },
       },
     },
     async (request) => {
@@ -138,11 +168,14 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       preValidation: emptyBodyIsEmptyObject,
       schema: {
         tags: ['orders'],
+        operationId: 'cancelOrder',
         summary: 'Cancel an order, releasing its stock (shop: pending orders; support: any, paid ones with restock)',
+        description: 'The body may be omitted. Cancelling an order already cancelled is a no-op 200 (`"outcome": "already_cancelled"`).',
+        'x-body-optional': true,
         security,
         params: OrderKeyParams,
         body: CancelBody,
-        response: { 200: CancelResult, ...problems(...AUTH, 404, 409) },
+        response: { 200: ok(CancelResult, 'cancelled (also an order cancelled before)'), ...problems(...WRITE, 404, 409) },
       },
     },
     async (request) => {
@@ -173,11 +206,12 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       onRequest: requireRole('support'),
       schema: {
         tags: ['orders'],
+        operationId: 'setOrderStatus',
         summary: 'Move a paid order through fulfilment: paid → processing → shipped → delivered',
         security,
         params: OrderKeyParams,
         body: StatusBody,
-        response: { 200: StatusResult, ...problems(...AUTH, 404, 409) },
+        response: { 200: ok(StatusResult, 'the order moved on (or had this status already: replay)'), ...problems(...WRITE, 404, 409) },
       },
     },
     async (request) => setOrderStatus(db, { order: parseOrderKey(request.params.id), status: request.body.status, actor: actor(request) }),
@@ -189,11 +223,12 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       onRequest: requireRole('support'),
       schema: {
         tags: ['orders'],
+        operationId: 'extendOrder',
         summary: 'Give a pending order more time to pay (its reservations move too)',
         security,
         params: OrderKeyParams,
         body: ExtendBody,
-        response: { 200: ExtendResult, ...problems(...AUTH, 404, 409) },
+        response: { 200: ok(ExtendResult, 'the new deadline'), ...problems(...WRITE, 404, 409) },
       },
     },
     async (request) => extendOrder(db, { order: parseOrderKey(request.params.id), ttlSeconds: parseDuration(request.body.ttl, 'ttl'), actor: actor(request) }),
@@ -205,14 +240,23 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       onRequest: requireRole('read'),
       schema: {
         tags: ['orders'],
-        summary: 'Orders, newest first, in pages (follow next_cursor)',
+        operationId: 'listOrders',
+        summary: 'Orders, newest first, in pages (follow next_cursor, or the Link header)',
         security,
         querystring: ListOrdersQuery,
-        response: { 200: OrderList, ...problems(...AUTH) },
+        response: { 200: ok(OrderList, 'one page of orders', LINK_NEXT), ...problems(...AUTH) },
       },
     },
-    async (request) => {
-      return listOrders(db, { status: request.query.status, limit: Number(request.query.limit ?? 20), cursor: request.query.cursor });
+    async (request, reply) => {
+      const { query } = request;
+      const page = await listOrders(db, {
+        status: query.status,
+        customerId: query.customer_id === undefined ? undefined : parseCustomerId(query.customer_id),
+        limit: query.limit ?? 20,
+        cursor: query.cursor,
+      });
+      if (page.next_cursor) reply.header('link', nextLink('/orders', request.query, page.next_cursor));
+      return page;
     },
   );
 
@@ -222,10 +266,11 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
       onRequest: requireRole('read'),
       schema: {
         tags: ['orders'],
+        operationId: 'getOrder',
         summary: 'One order: lines, reservations, ledger and fulfilment history (the `orders show --json` document)',
         security,
         params: OrderKeyParams,
-        response: { 200: OrderDetail, ...problems(...AUTH, 404) },
+        response: { 200: ok(OrderDetail, 'the order'), ...problems(...AUTH, ...WITH_PARAMS, 404) },
       },
     },
     async (request) => showOrderWithHistory(db, parseOrderKey(request.params.id)),
