@@ -1,57 +1,366 @@
 /**
- * Live stock changes, for `serve` (GET /stock/events) and `stock --watch`. Every stock
- * change sends a NOTIFY on STOCK_CHANNEL in its own transaction (src/engine/stock.ts), so
- * a listener hears of a change only once it is committed, and of every committed change.
- * One LISTEN connection per process fans each notification out to its subscribers.
+ * Live stock: the one feed behind `serve`'s GET /stock/events and `stock --watch`. List,
+ * then watch: a subscriber joins the feed, then reads the current state (its snapshot),
+ * then gets every change committed after that, each with a position it can resume from.
+ *
+ * How a change reaches us. The stock statement (src/engine/stock.ts) sends a NOTIFY of
+ * each row it changed on STOCK_CHANNEL, delivered only if and when it commits, but only
+ * while `stock_listening()` says that someone listens: a notifying commit takes a lock
+ * that every other notifying commit waits for, so nobody listening must cost nothing. A
+ * process listens on one session of its own, and registers it (a row in
+ * `stock_listeners`) while it has subscribers, and for LINGER_MS after the last one left.
+ *
+ * Why no change is lost (the subscription race). A writer asks `stock_listening()` after
+ * its statement changed its first row, with a snapshot of its own, so when it asks, its
+ * transaction already has its id. A listener LISTENs, registers, then waits until every
+ * transaction of its database that had an id once its registration had committed has
+ * ended, and only then lets anyone subscribe. Take a change that a subscriber's snapshot
+ * does not show: its writer commits after the snapshot. If the writer asked after the
+ * registration committed, it saw the row and notified. If it asked before, it had its
+ * id before the registration committed and was still running when the listener looked,
+ * so the listener waited for it to end, before the snapshot, which then shows it. Either
+ * way the change arrives. Versions only grow, so a change also in the snapshot is told
+ * apart (the subscriber keeps the highest version per SKU).
+ *
+ * Access ends the stream. A token revoked or changed notifies on the same channel
+ * (a trigger on api_tokens), and one session hears the channel in commit order: nothing
+ * committed after a revoke reaches a subscriber of that token after it ended.
  */
+import { randomBytes } from 'node:crypto';
 import type postgres from 'postgres';
+import { openClient, type ClientOptions } from '../db/connect.js';
+import { publicMessage, toDomainError } from '../db/errors.js';
+import { DatabaseUnavailableError, StockctlError } from '../errors.js';
 import type { StockItem } from './catalogue.js';
 
 export const STOCK_CHANNEL = 'stockctl_stock';
 
-export type StockListener = (item: StockItem) => void;
+/** How long a registration outlives its last subscriber, so that a reconnecting client finds it still there. */
+export const LINGER_MS = 30_000;
+/** Changes kept for clients that come back with the id of the last one they saw (about 3 MB). */
+export const REPLAY_EVENTS = 10_000;
+/** How often the listening session is asked whether it is still there. */
+const HEARTBEAT_MS = 15_000;
 
-export interface StockEvents {
-  subscribe(listener: StockListener): () => void;
-  /** Stop listening (the LISTEN connection is closed with the pool). */
+/** What arrives on STOCK_CHANNEL: a changed stock row, or a token that changed (revoked, another role). */
+export type FeedNotice = { kind: 'stock'; item: StockItem } | { kind: 'token'; name: string };
+
+/** Parse one notification's payload; a malformed one (never sent by stockctl) is dropped. */
+export function parseFeedNotification(payload: string): FeedNotice | undefined {
+  try {
+    const value = JSON.parse(payload) as Partial<StockItem> & { token?: unknown };
+    if (typeof value?.token === 'string') return { kind: 'token', name: value.token };
+    if (typeof value?.sku === 'string' && typeof value.version === 'number') return { kind: 'stock', item: value as StockItem };
+  } catch {
+    // not ours
+  }
+  return undefined;
+}
+
+/** One committed change of one stock row, at its place in this feed. */
+export interface StockEvent {
+  /** Where it is in the feed: `<epoch>-<seq>`, what SSE calls the event id. */
+  id: string;
+  seq: number;
+  item: StockItem;
+}
+
+/** Why a subscription ended: its token changed, the feed lost changes (listen again), or the feed closed. */
+export type EndReason = 'token' | 'gap' | 'closed';
+
+export interface Subscriber {
+  /** Only these SKUs (all when absent). */
+  skus?: ReadonlySet<string>;
+  /** The API token it streams with: a change to that token ends the subscription. */
+  token?: string;
+  onEvent(event: StockEvent): void;
+  /** Called once, synchronously, before any later notification is handled. */
+  onEnd(reason: EndReason): void;
+}
+
+export interface Subscription {
+  /** The position it starts after: every change after it reaches onEvent. */
+  id: string;
+  /**
+   * With `resumeAfter`: the changes after that position up to `id` (for the subscriber's
+   * SKUs), or undefined when this feed cannot tell them all (another epoch, too old, not
+   * ours): then read the snapshot.
+   */
+  replay?: StockEvent[];
+  /** Leave the feed (no onEnd). */
+  close(): void;
+}
+
+export interface StockFeed {
+  /**
+   * Join the feed, once its session listens and has waited out older writers (up to
+   * `waitMs`, else a DatabaseUnavailableError). Read the snapshot only after this.
+   */
+  subscribe(subscriber: Subscriber, opts?: { resumeAfter?: string; waitMs?: number }): Promise<Subscription>;
+  /** End every subscription ('closed'), unregister, close the session. */
   close(): Promise<void>;
 }
 
-/** Parse one notification's payload; a malformed one (never sent by stockctl) is dropped. */
-export function parseStockNotification(payload: string): StockItem | undefined {
-  try {
-    const item = JSON.parse(payload) as StockItem;
-    return typeof item?.sku === 'string' ? item : undefined;
-  } catch {
-    return undefined;
-  }
+export interface StockFeedOptions {
+  /** A PostgreSQL session of its own (LISTEN needs one): the server itself, or a pool in session mode. */
+  url: string;
+  /** application_name of the listening session. */
+  application: string;
+  client?: Pick<ClientOptions, 'statementTimeoutS' | 'sessionSettings'>;
+  lingerMs?: number;
+  replayEvents?: number;
+  /** Told when the listening session was lost (its subscribers end with 'gap'). */
+  onLost?: (reason: string) => void;
 }
 
-export async function listenForStock(sql: postgres.Sql, opts: { onReconnect?: () => void } = {}): Promise<StockEvents> {
-  const listeners = new Set<StockListener>();
-  let first = true;
-  const { unlisten } = await sql.listen(
-    STOCK_CHANNEL,
-    (payload) => {
-      const item = parseStockNotification(payload);
-      if (!item) return;
-      for (const listener of listeners) listener(item);
-    },
-    () => {
-      // Called on the first LISTEN and again after postgres.js re-established a lost one:
-      // changes made while it was down were not heard, so clients should re-read.
-      if (!first) opts.onReconnect?.();
-      first = false;
-    },
-  );
+interface Entry extends Subscriber {
+  ended?: boolean;
+}
+
+interface Session {
+  sql: postgres.Sql;
+  epoch: string;
+  heartbeat: NodeJS.Timeout;
+}
+
+/** A feed for a configuration that cannot listen (behind a pooler in transaction mode): every subscribe says why. */
+export function unavailableFeed(error: Error): StockFeed {
   return {
-    subscribe(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
+    subscribe: () => Promise.reject(error),
+    close: async () => {},
+  };
+}
+
+export function openStockFeed(opts: StockFeedOptions): StockFeed {
+  const lingerMs = opts.lingerMs ?? LINGER_MS;
+  const capacity = opts.replayEvents ?? REPLAY_EVENTS;
+  const subscribers = new Set<Entry>();
+  const ring: (StockEvent | undefined)[] = new Array(capacity);
+  let seq = 0;
+  /** Changes heard by the current session, only once it is ready. */
+  let session: Session | undefined;
+  let starting: Promise<Session> | undefined;
+  let linger: NodeJS.Timeout | undefined;
+  let closed = false;
+  /** Bumped whenever a session is given up, so that its late callbacks are ignored. */
+  let generation = 0;
+
+  const end = (entry: Entry, reason: EndReason) => {
+    if (entry.ended) return;
+    entry.ended = true;
+    subscribers.delete(entry);
+    entry.onEnd(reason);
+  };
+
+  const heard = (gen: number, payload: string) => {
+    if (gen !== generation || !session) return;
+    const notice = parseFeedNotification(payload);
+    if (!notice) return;
+    if (notice.kind === 'token') {
+      for (const entry of subscribers) if (entry.token === notice.name) end(entry, 'token');
+      return;
+    }
+    seq += 1;
+    const event: StockEvent = { id: `${session.epoch}-${seq}`, seq, item: notice.item };
+    ring[seq % capacity] = event;
+    for (const entry of subscribers) {
+      if (!entry.skus || entry.skus.has(event.item.sku)) entry.onEvent(event);
+    }
+  };
+
+  /**
+   * Stop using the current session (lost, or closing): its subscribers end, and listen
+   * again if they like (with a snapshot). Returns the session, for the caller to close.
+   */
+  const giveUp = (reason: EndReason): Session | undefined => {
+    generation += 1;
+    const old = session;
+    session = undefined;
+    clearTimeout(linger);
+    if (old) clearInterval(old.heartbeat);
+    for (const entry of [...subscribers]) end(entry, reason);
+    return old;
+  };
+
+  const start = async (): Promise<Session> => {
+    const gen = ++generation;
+    const client: ClientOptions = {
+      ...opts.client,
+      application: opts.application,
+      max: 1,
+      session: { onNotify: (_channel, payload) => heard(gen, payload) },
+      onConnectionClosed: () => {
+        if (gen !== generation) return;
+        const lost = giveUp('gap');
+        if (!lost) return;
+        opts.onLost?.('the listening session closed');
+        void lost.sql.end({ timeout: 0 }).catch(() => {});
+      },
+    };
+    const { sql } = await openClient(opts.url, client, async (sql) => {
+      await sql.unsafe(`LISTEN "${STOCK_CHANNEL}"`);
+    });
+    try {
+      await register(sql);
+      await waitForOlderWriters(sql);
+    } catch (err) {
+      await sql.end({ timeout: 0 }).catch(() => {});
+      throw err;
+    }
+    if (gen !== generation || closed) {
+      await sql.end({ timeout: 1 }).catch(() => {});
+      throw new DatabaseUnavailableError('The live stock feed was closed while it started; try again.', 'live_stock_unavailable');
+    }
+    const heartbeat = setInterval(() => {
+      sql`SELECT 1`.catch((err: unknown) => {
+        if (gen !== generation) return;
+        const lost = giveUp('gap');
+        opts.onLost?.(`the listening session did not answer: ${publicMessage(err)}`);
+        void lost?.sql.end({ timeout: 0 }).catch(() => {});
+      });
+    }, HEARTBEAT_MS);
+    heartbeat.unref();
+    seq = 0;
+    ring.fill(undefined);
+    return { sql, epoch: randomBytes(4).toString('hex'), heartbeat };
+  };
+
+  const ready = (): Promise<Session> => {
+    if (session) return Promise.resolve(session);
+    starting ??= start().then(
+      (s) => {
+        starting = undefined;
+        session = s;
+        if (subscribers.size === 0) scheduleLinger();
+        return s;
+      },
+      (err: unknown) => {
+        starting = undefined;
+        throw err;
+      },
+    );
+    return starting;
+  };
+
+  /** No subscriber for lingerMs: unregister, so that writers stop notifying, and close the session. */
+  const scheduleLinger = () => {
+    clearTimeout(linger);
+    linger = setTimeout(() => {
+      if (subscribers.size > 0 || !session) return;
+      const old = giveUp('closed')!;
+      void unregister(old.sql).finally(() => old.sql.end({ timeout: 1 }).catch(() => {}));
+    }, lingerMs);
+    linger.unref();
+  };
+
+  const replayAfter = (id: string, entry: Entry, current: Session): StockEvent[] | undefined => {
+    const match = /^([0-9a-f]{8})-(\d{1,15})$/.exec(id);
+    if (!match || match[1] !== current.epoch) return undefined;
+    const after = Number(match[2]);
+    if (after > seq || seq - after > capacity) return undefined;
+    const events: StockEvent[] = [];
+    for (let s = after + 1; s <= seq; s++) {
+      const event = ring[s % capacity];
+      if (!event || event.seq !== s) return undefined;
+      if (!entry.skus || entry.skus.has(event.item.sku)) events.push(event);
+    }
+    return events;
+  };
+
+  return {
+    async subscribe(subscriber, { resumeAfter, waitMs = 10_000 } = {}) {
+      if (closed) throw new DatabaseUnavailableError('The server is shutting down; connect again.', 'live_stock_unavailable');
+      clearTimeout(linger);
+      let current: Session | undefined;
+      const deadline = Date.now() + waitMs;
+      // A session given up while we waited (lost, or lingered out) is waited for again.
+      while (!current) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw notReady();
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(notReady()), left)));
+        const started = ready();
+        started.catch(() => {}); // the caller sees the race's outcome; a late failure is nobody's
+        try {
+          await Promise.race([started, late]);
+        } catch (err) {
+          // The database's own answer (down, full, refusing) as any other command gets it.
+          const mapped = toDomainError(err);
+          if (mapped instanceof StockctlError) throw mapped;
+          throw new DatabaseUnavailableError(`Live stock cannot listen to the database: ${publicMessage(err).replace(/\.$/, '')}.`, 'live_stock_unavailable');
+        } finally {
+          clearTimeout(timer);
+        }
+        current = session;
+      }
+      clearTimeout(linger);
+      const entry: Entry = { ...subscriber };
+      subscribers.add(entry);
+      return {
+        id: `${current.epoch}-${seq}`,
+        replay: resumeAfter === undefined ? undefined : replayAfter(resumeAfter, entry, current),
+        close() {
+          if (!subscribers.delete(entry)) return;
+          entry.ended = true;
+          if (subscribers.size === 0) scheduleLinger();
+        },
+      };
     },
     async close() {
-      listeners.clear();
-      await unlisten().catch(() => {});
+      closed = true;
+      clearTimeout(linger);
+      await starting?.catch(() => {});
+      const old = giveUp('closed');
+      if (old) {
+        await unregister(old.sql);
+        await old.sql.end({ timeout: 2 }).catch(() => {});
+      }
     },
   };
+}
+
+function notReady(): DatabaseUnavailableError {
+  return new DatabaseUnavailableError(
+    'Live stock is not ready yet: it waits for transactions older than its listener to end; try again in a few seconds.',
+    'live_stock_unavailable',
+  );
+}
+
+/**
+ * Register this session as listening (writers notify from now on), and remove the rows
+ * of listeners whose sessions are gone (a process killed without unregistering).
+ */
+async function register(sql: postgres.Sql): Promise<void> {
+  await sql.unsafe(`WITH gone AS (
+      DELETE FROM stock_listeners l
+       WHERE NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(l.pid) a
+                          WHERE a.backend_start IS NULL OR a.backend_start = l.backend_start)
+    )
+    INSERT INTO stock_listeners (pid, backend_start, application)
+    SELECT pid, backend_start, application_name FROM pg_stat_get_activity(pg_backend_pid())`);
+}
+
+async function unregister(sql: postgres.Sql): Promise<void> {
+  await sql.unsafe('DELETE FROM stock_listeners WHERE pid = pg_backend_pid()').catch(() => {});
+}
+
+/**
+ * Wait until every transaction of this database that has an id now (after our
+ * registration committed) has ended: a writer that asked `stock_listening()` before it
+ * saw our row has one. Transactions without an id have written nothing yet, and will ask
+ * after their first change, when our row is there to see.
+ */
+async function waitForOlderWriters(sql: postgres.Sql): Promise<void> {
+  const [{ xids }] = await sql.unsafe<{ xids: string[] }[]>(
+    `SELECT coalesce(array_agg(backend_xid::text), '{}') AS xids FROM pg_stat_activity
+      WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()`,
+  );
+  for (let pause = 2; xids.length > 0; pause = Math.min(pause * 2, 50)) {
+    const [{ running }] = await sql.unsafe<{ running: number }[]>(
+      'SELECT count(*)::int AS running FROM pg_stat_activity WHERE backend_xid::text = ANY($1::text[])',
+      [xids],
+    );
+    if (running === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
 }

@@ -137,3 +137,13 @@ export async function authenticateToken(db: Db, token: string): Promise<Caller |
 export async function touchToken(db: Db, name: string): Promise<void> {
   await execute(db, sql`UPDATE api_tokens SET last_used_at = now() WHERE name = ${name}`);
 }
+
+/**
+ * The role of a live (not revoked) token, by name, or undefined. An event stream asks
+ * this once it has joined the live feed: a revoke committed before then is seen here, one
+ * committed after it arrives on the feed (src/engine/stock-events.ts).
+ */
+export async function liveTokenRole(db: Db, name: string): Promise<Role | undefined> {
+  const [row] = await rows<{ role: Role }>(db, sql`SELECT role FROM api_tokens WHERE name = ${name} AND revoked_at IS NULL`);
+  return row?.role;
+}

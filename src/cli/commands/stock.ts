@@ -1,4 +1,5 @@
 import type { CommandContext } from '../run.js';
+import { InvalidInputError } from '../../errors.js';
 import { parseDelta, parseSku, parseStockLevel, parseText } from '../../engine/input.js';
 import type { StockChangeResult, StockItem } from '../../engine/catalogue.js';
 
@@ -31,16 +32,28 @@ export async function show(ctx: CommandContext, skuArgs: string[], flags: { low?
 }
 
 /**
- * `stock --watch`: the rows, redrawn on every committed stock change, from the same
- * LISTEN/NOTIFY feed as the server's /stock/events (no polling). With --json, one JSON
- * line per change (the changed row as a `stock --json` item), for piping.
+ * `stock --watch`: the rows, then redrawn on every committed stock change, from the same
+ * feed as the server's /stock/events (no polling): it joins the feed first, then reads
+ * the rows, so no change in between is missed. With --json, one JSON line per row (a
+ * `stock --json` item), then one per change, for piping; a consumer that keeps the highest
+ * version per SKU holds the database's state. If the feed lost its session, it joins and
+ * reads again, and prints the rows that changed meanwhile.
  */
 async function watch(ctx: CommandContext, filter: { skus: string[]; low?: number }) {
   const database = await ctx.openDb({ application: 'stockctl-stock-watch' });
+  const listenUrl = ctx.config.listenUrl ?? (database.pooled ? undefined : database.url);
+  if (!listenUrl) {
+    throw new InvalidInputError(
+      'stock --watch needs a PostgreSQL session of its own, which a pooler in transaction mode cannot keep; set STOCKCTL_LISTEN_URL to PostgreSQL itself (or to a pool in session mode).',
+      'listen_needs_session',
+    );
+  }
   const { listStock } = await import('../../engine/catalogue.js');
-  const { listenForStock } = await import('../../engine/stock-events.js');
+  const { openStockFeed } = await import('../../engine/stock-events.js');
+  const { DatabaseUnavailableError } = await import('../../errors.js');
+  const feed = openStockFeed({ url: listenUrl, application: 'stockctl-stock-watch', client: { statementTimeoutS: ctx.config.statementTimeoutS } });
   const wanted = filter.skus.length > 0 ? new Set(filter.skus) : undefined;
-  const shown = (item: StockItem) => (!wanted || wanted.has(item.sku)) && (filter.low === undefined || item.available <= filter.low);
+  const shown = (item: StockItem) => filter.low === undefined || item.available <= filter.low;
   const rows = new Map<string, StockItem>();
   let lastChange = '';
   const draw = () => {
@@ -49,35 +62,55 @@ async function watch(ctx: CommandContext, filter: { skus: string[]; low?: number
     const change = lastChange ? `Last change: ${lastChange}\n` : '';
     ctx.out.line(`${clear}${new Date().toISOString()}  (Ctrl-C to stop)\n${change}${renderStock(ctx, items)}`);
   };
-  const reload = async () => {
-    rows.clear();
-    for (const item of await listStock(database.db, { skus: filter.skus })) rows.set(item.sku, item);
+  /** Keep the higher version of each row; true when this one is newer than what we had. */
+  const take = (item: StockItem, change = false): boolean => {
+    const before = rows.get(item.sku);
+    if (before && before.version >= item.version) return false;
+    rows.set(item.sku, item);
+    if (change) lastChange = `${item.sku}: ${before ? `${before.available} → ` : ''}${item.available} available (version ${item.version})`;
+    return true;
   };
-  // Listen first, then read: a change committed in between is heard (and versions only grow).
-  const events = await listenForStock(database.sql, {
-    onReconnect: () => void reload().then(() => !ctx.out.json && draw(), () => {}),
+  const stopped = new Promise<void>((resolve) => {
+    if (ctx.signal.aborted) resolve();
+    else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
   });
+  let listed = false;
   try {
-    await reload();
-    if (!ctx.out.json) draw();
-    events.subscribe((item) => {
-      const before = rows.get(item.sku);
-      if (before && before.version >= item.version) return;
-      if (!before && wanted && !wanted.has(item.sku)) return;
-      rows.set(item.sku, item);
-      if (ctx.out.json) {
-        if (shown(item)) ctx.out.line(JSON.stringify(item));
-        return;
+    while (!ctx.signal.aborted) {
+      let live = false;
+      const early: StockItem[] = [];
+      let lost = () => {};
+      const ended = new Promise<void>((resolve) => (lost = resolve));
+      const onChange = (item: StockItem) => {
+        if (!live) return void early.push(item);
+        if (!take(item, true)) return;
+        if (!ctx.out.json) draw();
+        else if (shown(item)) ctx.out.line(JSON.stringify(item));
+      };
+      let subscription;
+      try {
+        subscription = await feed.subscribe({ skus: wanted, onEvent: (e) => onChange(e.item), onEnd: () => lost() }, { waitMs: 30_000 });
+      } catch (err) {
+        // Once it has shown the rows, a database away for a while is waited out.
+        if (!listed || !(err instanceof DatabaseUnavailableError)) throw err;
+        ctx.out.note(`Live stock: ${err.message} Trying again.`);
+        await Promise.race([stopped, new Promise((resolve) => setTimeout(resolve, 2000))]);
+        continue;
       }
-      lastChange = `${item.sku}: ${before ? `${before.available} → ` : ''}${item.available} available (version ${item.version})`;
-      draw();
-    });
-    await new Promise<void>((resolve) => {
-      if (ctx.signal.aborted) resolve();
-      else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
+      try {
+        const snapshot = await listStock(database.db, { skus: filter.skus });
+        const first = !listed;
+        const fresh = [...snapshot, ...early].filter((item) => take(item));
+        listed = live = true;
+        if (!ctx.out.json) draw();
+        else for (const item of first ? [...rows.values()].sort((a, b) => (a.sku < b.sku ? -1 : 1)) : fresh) if (shown(item)) ctx.out.line(JSON.stringify(item));
+        await Promise.race([ended, stopped]);
+      } finally {
+        subscription.close();
+      }
+    }
   } finally {
-    await events.close();
+    await feed.close();
   }
 }
 

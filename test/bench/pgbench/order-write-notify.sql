@@ -1,6 +1,6 @@
--- The order-write limit with what every stockctl stock change also does: a pg_notify of the
--- changed row in the same transaction (for GET /stock/events and stock --watch). Beside
--- order-write.sql, it measures what that NOTIFY costs.
+-- The order-write limit with what a stockctl stock change does while someone listens (an
+-- event stream open, or stock --watch): a pg_notify of the changed row in the same
+-- transaction. Beside order-write.sql, it measures what that NOTIFY costs.
 \set i random(1, :skus)
 WITH up AS (
   UPDATE products SET reserved_stock = reserved_stock + 1, version = version + 1, updated_at = now()

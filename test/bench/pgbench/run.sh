@@ -6,7 +6,8 @@
 # It creates a scratch database next to DATABASE_URL's, migrates it with stockctl, fills
 # SKUS products with ample stock, runs both scripts (-M prepared, durable commits), prints
 # one JSON line per limit, and drops the scratch database. LIMITS="…" picks other scripts
-# of this folder, e.g. LIMITS="order-write order-write-notify" for what a NOTIFY costs.
+# of this folder, e.g. LIMITS="order-write order-write-listening order-write-notify" for what
+# live stock costs a writer when nobody listens (listening) and when someone does (notify).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$here/../../.."

@@ -1,0 +1,29 @@
+-- The order-write limit with what every stockctl stock change does for live stock: after
+-- the row changed, ask stock_listening() (a snapshot of its own and a look at a small
+-- table) and send the pg_notify only if someone listens. Nobody listens here, so beside
+-- order-write.sql it measures what the question costs when the answer is no.
+\set i random(1, :skus)
+WITH up AS (
+  UPDATE products SET reserved_stock = reserved_stock + 1, version = version + 1, updated_at = now()
+   WHERE sku = 'PGBENCH-' || :i AND stock_quantity - reserved_stock >= 1
+  RETURNING product_id, sku, name, price, stock_quantity, reserved_stock, version, in_stock
+), listening AS (
+  SELECT stock_listening() AS yes FROM (SELECT 1 FROM up LIMIT 1) one
+), n AS (
+  SELECT CASE WHEN l.yes THEN pg_notify('stockctl_stock', json_build_object('sku', sku, 'stock_quantity', stock_quantity,
+         'reserved_stock', reserved_stock, 'version', version, 'in_stock', in_stock)::text) END FROM up CROSS JOIN listening l
+), o AS (
+  INSERT INTO orders (status, payment_expires_at, subtotal, total, item_count)
+  SELECT 'pending', now() + interval '15 minutes', price, price, 1 FROM up, n
+  RETURNING order_id
+), li AS (
+  INSERT INTO order_items (order_id, product_id, sku, name, unit_price, quantity, line_total)
+  SELECT o.order_id, up.product_id, up.sku, up.name, up.price, 1, up.price FROM o, up
+  RETURNING order_item_id, order_id
+), r AS (
+  INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, quantity, expires_at)
+  SELECT li.order_id, li.order_item_id, up.product_id, up.sku, 1, now() + interval '15 minutes' FROM li, up
+  RETURNING reservation_id, order_id
+)
+INSERT INTO stock_movements (product_id, sku, kind, stock_delta, reserved_delta, order_id, reservation_id, actor)
+SELECT up.product_id, up.sku, 'reserve', 0, 1, r.order_id, r.reservation_id, 'pgbench' FROM r, up;
