@@ -438,18 +438,24 @@ async function initCluster(home: string, cfg: Config, password: string, bins: Bi
   return cfg;
 }
 
-async function createDatabase(port: number, password: string, logFile: string): Promise<void> {
+/** A one-connection client of this home's server, as its superuser (with the home's password). */
+async function superuserClient(port: number, password: string, database: string, { timeoutS, application }: { timeoutS: number; application?: string }) {
   const { default: postgres } = await import('postgres');
-  const sql = postgres({
+  return postgres({
     host: HOST,
     port,
     user: SUPERUSER,
     pass: password,
-    database: 'postgres',
+    database,
     max: 1,
-    connect_timeout: 10,
+    connect_timeout: timeoutS,
     onnotice: () => {},
+    ...(application ? { connection: { application_name: application } } : {}),
   });
+}
+
+async function createDatabase(port: number, password: string, logFile: string): Promise<void> {
+  const sql = await superuserClient(port, password, 'postgres', { timeoutS: 10 });
   try {
     await sql.unsafe(`CREATE DATABASE ${DATABASE}`);
   } catch (err) {
@@ -558,18 +564,7 @@ async function secureCluster(
 
 /** Logged in (by trust, or with the password): set the role's password, then pg_hba.conf to scram. */
 async function requirePassword(cfg: Config, verifier: string, password: string, runAs: RunAs | undefined): Promise<'done' | 'refused'> {
-  const { default: postgres } = await import('postgres');
-  const sql = postgres({
-    host: HOST,
-    port: cfg.port,
-    user: SUPERUSER,
-    pass: password,
-    database: 'postgres',
-    max: 1,
-    connect_timeout: 10,
-    onnotice: () => {},
-    connection: { application_name: 'stockctl-secure' },
-  });
+  const sql = await superuserClient(cfg.port, password, 'postgres', { timeoutS: 10, application: 'stockctl-secure' });
   try {
     // The SCRAM verifier, never the password itself: a statement can end up in the server log.
     await sql.unsafe(`ALTER ROLE ${SUPERUSER} PASSWORD '${verifier}'`);
@@ -606,20 +601,9 @@ async function rewriteHba(dataDir: string, runAs: RunAs | undefined): Promise<vo
 
 /** After the reload: a login with a wrong password is refused (the postmaster rereads the file on SIGHUP). */
 async function confirmPasswordRequired(cfg: Config): Promise<void> {
-  const { default: postgres } = await import('postgres');
   const deadline = Date.now() + 5000;
   for (;;) {
-    const sql = postgres({
-      host: HOST,
-      port: cfg.port,
-      user: SUPERUSER,
-      pass: randomBytes(24).toString('base64url'),
-      database: 'postgres',
-      max: 1,
-      connect_timeout: 10,
-      onnotice: () => {},
-      connection: { application_name: 'stockctl-secure' },
-    });
+    const sql = await superuserClient(cfg.port, randomBytes(24).toString('base64url'), 'postgres', { timeoutS: 10, application: 'stockctl-secure' });
     try {
       await sql`select 1`;
     } catch (err) {
@@ -895,21 +879,10 @@ type ProbeState = 'ready' | 'no-database' | 'starting' | 'down' | 'foreign' | 'r
  * that refuses the password ('refused') is another home's, or ours with another password.
  */
 async function probe(port: number, dataDir: string, password: string, timeoutS = 3): Promise<ProbeState> {
-  const { default: postgres } = await import('postgres');
   const ours = await clusterIdentifier(dataDir);
   // The stockctl database first; if it is missing, identify the server through `postgres`.
   for (const database of [DATABASE, 'postgres']) {
-    const sql = postgres({
-      host: HOST,
-      port,
-      user: SUPERUSER,
-      pass: password,
-      database,
-      max: 1,
-      connect_timeout: timeoutS,
-      onnotice: () => {},
-      connection: { application_name: 'stockctl-probe' },
-    });
+    const sql = await superuserClient(port, password, database, { timeoutS, application: 'stockctl-probe' });
     try {
       const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`;
       if (ours === undefined || row?.id !== ours) return 'foreign';
