@@ -137,7 +137,8 @@ describe('batched', () => {
     // A role allowed two sessions: the pool holds both, so a lane's connection is refused
     // with "too many connections" (53300), as on a full server.
     const role = `stockctl_lane_${process.pid}`;
-    await t.sql.unsafe(`CREATE ROLE ${role} LOGIN CONNECTION LIMIT 2`);
+    // With a password: the embedded server asks for one (scram), a trust server ignores it.
+    await t.sql.unsafe(`CREATE ROLE ${role} LOGIN CONNECTION LIMIT 2 PASSWORD 'lane-test'`);
     try {
       await t.sql.unsafe(`GRANT ALL ON ALL TABLES IN SCHEMA public TO ${role};
                           GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ${role};
@@ -146,6 +147,7 @@ describe('batched', () => {
       await addProducts(t.db, { FULL: 2 });
       const url = new URL(t.url);
       url.username = role;
+      url.password = 'lane-test';
       const database = await openDatabase({ url: url.toString(), max: 2, application: 'stockctl-batched-test' });
       let outcomes: Outcome<ReserveResult>[];
       try {

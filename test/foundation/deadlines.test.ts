@@ -178,7 +178,9 @@ describe('a URL whose every host is down', () => {
 
   it('a URL whose first host is down and second is up connects to the second', async () => {
     const up = new URL(t.url);
-    const url = `postgres://${up.username}@127.0.0.1:1,${up.host}${up.pathname}`;
+    // The second host keeps the real credentials: the embedded server asks for a password.
+    const auth = up.password ? `${up.username}:${up.password}` : up.username;
+    const url = `postgres://${auth}@127.0.0.1:1,${up.host}${up.pathname}`;
     const res = await runCli(['stock', '--json'], { databaseUrl: url, timeoutMs: 60_000 });
     expect(res.code, res.stderr).toBe(0);
     expect(JSON.parse(res.stdout)).toMatchObject({ items: expect.any(Array) });
