@@ -1,3 +1,4 @@
+CREATE SEQUENCE "public"."stock_listeners_live" INCREMENT BY 1 MINVALUE 0 MAXVALUE 9223372036854775807 START WITH 0 CACHE 1;--> statement-breakpoint
 CREATE TABLE "stock_listeners" (
 	"listener_id" bigserial PRIMARY KEY NOT NULL,
 	"pid" integer NOT NULL,
@@ -6,20 +7,6 @@ CREATE TABLE "stock_listeners" (
 	"registered_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
--- Is anyone listening for live stock? Asked by every stock change after its first row
--- changed (src/engine/stock.ts), so that it sends its NOTIFY only while a listener's
--- session is alive. Volatile plpgsql: its query takes a snapshot of its own, so it sees a
--- listener that registered after the change's statement began (src/engine/stock-events.ts
--- says why that closes the race). A row whose session has ended counts for nothing; a
--- session of another role shows no backend_start, and counts.
-CREATE FUNCTION "stock_listening"() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-  RETURN EXISTS (
-    SELECT 1 FROM stock_listeners l
-     WHERE EXISTS (SELECT 1 FROM pg_stat_get_activity(l.pid) a
-                    WHERE a.backend_start IS NULL OR a.backend_start = l.backend_start));
-END
-$$;--> statement-breakpoint
 -- A token revoked, deleted, renamed or given another role ends its open event streams:
 -- the notification goes on the stock channel, so a listener hears it in commit order
 -- among the stock changes (src/engine/stock-events.ts, STOCK_CHANNEL).

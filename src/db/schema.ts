@@ -11,6 +11,7 @@ import {
   check,
   index,
   integer,
+  pgSequence,
   pgTable,
   pgView,
   text,
@@ -298,11 +299,8 @@ export const apiTokens = pgTable(
 
 /**
  * The processes listening for live stock (`serve` with an open event stream, `stock
- * --watch`), one row per LISTEN session. A stock change sends its NOTIFY only while a
- * live session has a row here (the `stock_listening()` function of the migration that
- * made this table), so that no one listening costs the write path nothing; see
- * src/engine/stock-events.ts. A row whose session is gone counts for nothing and is
- * removed by the next listener.
+ * --watch`), one row per LISTEN session. A row whose session is gone counts for nothing
+ * and is removed by the next listener to register or leave, and by `sweep`.
  */
 export const stockListeners = pgTable('stock_listeners', {
   listenerId: bigserial('listener_id', { mode: 'number' }).primaryKey(),
@@ -311,3 +309,14 @@ export const stockListeners = pgTable('stock_listeners', {
   application: text('application').notNull(),
   registeredAt: timestamp('registered_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/**
+ * How many sessions listen for live stock: the count of live rows of stock_listeners, set
+ * (under one lock) whenever a listener registers or leaves. A stock change reads it after
+ * its first row changed and sends its NOTIFY only when it is above 0: a notifying commit
+ * takes a lock that every other notifying commit waits for, and nobody listening must cost
+ * the write path nothing. A sequence, because its value is read as it is now, whatever the
+ * reader's snapshot, without a snapshot of its own; src/engine/stock-events.ts says why
+ * that loses no change.
+ */
+export const stockListenersLive = pgSequence('stock_listeners_live', { minValue: 0, startWith: 0 });

@@ -5,22 +5,27 @@
  *
  * How a change reaches us. The stock statement (src/engine/stock.ts) sends a NOTIFY of
  * each row it changed on STOCK_CHANNEL, delivered only if and when it commits, but only
- * while `stock_listening()` says that someone listens: a notifying commit takes a lock
- * that every other notifying commit waits for, so nobody listening must cost nothing. A
- * process listens on one session of its own, and registers it (a row in
- * `stock_listeners`) while it has subscribers, and for LINGER_MS after the last one left.
+ * while the `stock_listeners_live` count is above 0: a notifying commit takes a lock that
+ * every other notifying commit waits for, so nobody listening must cost nothing. A process
+ * listens on one session of its own, and registers it (a row in `stock_listeners`, and
+ * the count of live rows set under one lock) while it has subscribers, and for LINGER_MS
+ * after the last one left. The count is a sequence: a writer reads it as it is at that
+ * moment, whatever its own snapshot, at the cost of reading one page.
  *
- * Why no change is lost (the subscription race). A writer asks `stock_listening()` after
- * its statement changed its first row, with a snapshot of its own, so when it asks, its
- * transaction already has its id. A listener LISTENs, registers, then waits until every
- * transaction of its database that had an id once its registration had committed has
- * ended, and only then lets anyone subscribe. Take a change that a subscriber's snapshot
- * does not show: its writer commits after the snapshot. If the writer asked after the
- * registration committed, it saw the row and notified. If it asked before, it had its
- * id before the registration committed and was still running when the listener looked,
- * so the listener waited for it to end, before the snapshot, which then shows it. Either
- * way the change arrives. Versions only grow, so a change also in the snapshot is told
- * apart (the subscriber keeps the highest version per SKU).
+ * Why no change is lost (the subscription race). A writer reads the count after its
+ * statement changed its first row, so when it reads, its transaction already has its id.
+ * A listener LISTENs, sets the count, then waits until every transaction of its database
+ * that had an id once the count was set has ended, and only then lets anyone subscribe.
+ * Take a change that a subscriber's snapshot does not show: its writer commits after the
+ * snapshot. If the writer read the count after it was set, it notified. If it read it
+ * before, it had its id before the count was set and was still running when the listener
+ * looked, so the listener waited for it to end, before the snapshot, which then shows it.
+ * Either way the change arrives. Versions only grow, so a change also in the snapshot is
+ * told apart (the subscriber keeps the highest version per SKU).
+ *
+ * A listener killed before it left keeps the count up: writers notify for nobody (a cost,
+ * never a loss) until the next listener registers or leaves, or `sweep` runs, each of
+ * which counts the live rows again.
  *
  * Access ends the stream. A token revoked or changed notifies on the same channel
  * (a trigger on api_tokens), and one session hears the channel in commit order: nothing
@@ -31,6 +36,9 @@ import type postgres from 'postgres';
 import { openClient, type ClientOptions } from '../db/connect.js';
 import { publicMessage, toDomainError } from '../db/errors.js';
 import { DatabaseUnavailableError, StockctlError } from '../errors.js';
+import { sql, type SQL } from 'drizzle-orm';
+import type { Db } from '../db/client.js';
+import { execute, transaction } from '../db/query.js';
 import type { StockItem } from './catalogue.js';
 
 export const STOCK_CHANNEL = 'stockctl_stock';
@@ -327,28 +335,51 @@ function notReady(): DatabaseUnavailableError {
 }
 
 /**
- * Register this session as listening (writers notify from now on), and remove the rows
- * of listeners whose sessions are gone (a process killed without unregistering).
+ * Remove the rows of listeners whose sessions are gone (a process killed without leaving),
+ * make `change` (register or leave), and set the count of live listeners, in one
+ * transaction under one lock, so that two listeners never count at once. The count is set
+ * before the commit: a listener registering is counted from that moment.
  */
-async function register(sql: postgres.Sql): Promise<void> {
-  await sql.unsafe(`WITH gone AS (
-      DELETE FROM stock_listeners l
-       WHERE NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(l.pid) a
-                          WHERE a.backend_start IS NULL OR a.backend_start = l.backend_start)
-    )
-    INSERT INTO stock_listeners (pid, backend_start, application)
-    SELECT pid, backend_start, application_name FROM pg_stat_get_activity(pg_backend_pid())`);
+function recount(on: Db | postgres.Sql, change?: SQL): Promise<unknown> {
+  return transaction(on, async (tx) => {
+    await execute(tx, sql`SELECT pg_advisory_xact_lock(hashtext('stockctl.stock_listeners'))`);
+    await execute(
+      tx,
+      sql`DELETE FROM stock_listeners l
+           WHERE NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(l.pid) a
+                              WHERE a.backend_start IS NULL OR a.backend_start = l.backend_start)`,
+    );
+    if (change) await execute(tx, change);
+    await execute(tx, sql`SELECT setval('stock_listeners_live', (SELECT count(*) FROM stock_listeners), true)`);
+  });
 }
 
-async function unregister(sql: postgres.Sql): Promise<void> {
-  await sql.unsafe('DELETE FROM stock_listeners WHERE pid = pg_backend_pid()').catch(() => {});
+/** Register this session as listening: writers notify from now on. */
+async function register(on: postgres.Sql): Promise<void> {
+  await recount(
+    on,
+    sql`INSERT INTO stock_listeners (pid, backend_start, application)
+        SELECT pid, backend_start, application_name FROM pg_stat_get_activity(pg_backend_pid())`,
+  );
+}
+
+async function unregister(on: postgres.Sql): Promise<void> {
+  await recount(on, sql`DELETE FROM stock_listeners WHERE pid = pg_backend_pid()`).catch(() => {});
 }
 
 /**
- * Wait until every transaction of this database that has an id now (after our
- * registration committed) has ended: a writer that asked `stock_listening()` before it
- * saw our row has one. Transactions without an id have written nothing yet, and will ask
- * after their first change, when our row is there to see.
+ * Count the live listeners again, forgetting those whose sessions are gone, so that
+ * writers stop notifying for a listener that was killed (each sweep does this).
+ */
+export async function recountListeners(db: Db): Promise<void> {
+  await recount(db);
+}
+
+/**
+ * Wait until every transaction of this database that has an id now (after the count
+ * was set) has ended: a writer that read the count before it was set has one.
+ * Transactions without an id have written nothing yet, and will read the count after
+ * their first change, when it is set.
  */
 async function waitForOlderWriters(sql: postgres.Sql): Promise<void> {
   const [{ xids }] = await sql.unsafe<{ xids: string[] }[]>(

@@ -294,9 +294,11 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
         ), changed AS (
           SELECT * FROM up UNION ALL SELECT * FROM uv
         ), listening AS (
-          -- Asked once, after a row changed (this transaction has its id by then), with a
-          -- snapshot of its own: why that loses no change is in src/engine/stock-events.ts.
-          SELECT stock_listening() AS yes FROM (SELECT 1 FROM changed LIMIT 1) one
+          -- Read once, after a row changed (this transaction has its id by then: the
+          -- subquery runs for the changed row), as the count is now, not as this
+          -- statement's snapshot had it: why that loses no change is in src/engine/stock-events.ts.
+          SELECT (SELECT live.last_value > 0 FROM stock_listeners_live live WHERE one.changed) AS yes
+            FROM (SELECT true AS changed FROM changed LIMIT 1) one
         ), done AS (
           -- While someone listens, each changed row is announced, as a stock --json item, to
           -- LISTEN on STOCK_CHANNEL; PostgreSQL delivers it only if and when this commits.

@@ -9,6 +9,7 @@ import { expireOrders } from './release.js';
 import { execute, rows, transaction } from '../db/query.js';
 import { withConflictRetry } from './retry.js';
 import { publicMessage } from '../db/errors.js';
+import { recountListeners } from './stock-events.js';
 
 export interface SweepInput {
   batchSize?: number;
@@ -80,6 +81,8 @@ export async function expireDueOrders(db: Db, input: SweepInput): Promise<SweepR
         if (batch.orderIds.length < batchSize) break;
       }
       result.remaining_due = (await dueSummary(db)).orders;
+      // Writers stop notifying for a live-stock listener that was killed without leaving.
+      await recountListeners(db);
     }
     result.duration_ms = Date.now() - started;
     await execute(

@@ -2,7 +2,7 @@
 # What live stock costs the write path, and what serve does with listeners, in one run:
 #   1. the pgbench limits (run.sh): bare UPDATE, order write, order write + NOTIFY, over
 #      1000 rows and one hot row (and, over 1000 rows, the order write asking
-#      stock_listening() with nobody listening); the bare UPDATE over 100 rows;
+#      the count of listeners with nobody listening); the bare UPDATE over 100 rows;
 #   2. stockctl loadtest, hot SKU (6000 buyers for 4000 units) and 1000 SKUs (10,000 buyers),
 #      guarded and batched, each with nobody listening and then while a listener is
 #      registered (`stock --watch` running), twice;

@@ -77,19 +77,29 @@ describe('the write path pays for the feed only while someone listens', () => {
 
     await live.close();
     expect(await t.sql`SELECT count(*)::int AS n FROM stock_listeners`).toEqual([{ n: 0 }]);
+    expect(await t.sql`SELECT last_value::int AS n FROM stock_listeners_live`).toEqual([{ n: 0 }]);
     await adjust('FEED-A', 1);
     expect(await tap.upToNow()).toEqual([]);
   });
 
-  it('a listener whose session has gone (a process killed) counts for nothing', async () => {
+  it('a listener killed before it left costs writers a NOTIFY until the next sweep, which forgets it', async () => {
     await addProduct(t.db, { sku: 'FEED-C', name: 'c', stock: 5, actor: ACTOR });
+    // What a process killed while it listened leaves behind: its row, and the count of it.
     await t.sql`INSERT INTO stock_listeners (pid, backend_start, application) VALUES (2147483000, now(), 'killed')`;
+    await t.sql`SELECT setval('stock_listeners_live', 1, true)`;
     const tap = await channelTap();
     await adjust('FEED-C', 1);
+    expect(await tap.upToNow()).toMatchObject([{ sku: 'FEED-C', stock_quantity: 6 }]);
+    const swept = await t.cli(['sweep', '--json']);
+    expect(swept.code, swept.stderr).toBe(0);
+    expect(await t.sql`SELECT count(*)::int AS n FROM stock_listeners`).toEqual([{ n: 0 }]);
+    await adjust('FEED-C', 1);
     expect(await tap.upToNow()).toEqual([]);
-    // The next listener to register clears it away.
+    // A listener registering forgets the dead ones too, and counts only itself.
+    await t.sql`INSERT INTO stock_listeners (pid, backend_start, application) VALUES (2147483000, now(), 'killed')`;
     await feed().subscribe({ onEvent: () => {}, onEnd: () => {} });
     expect(await t.sql`SELECT application FROM stock_listeners`).toEqual([{ application: 'stockctl-feed-test' }]);
+    expect(await t.sql`SELECT last_value::int AS n FROM stock_listeners_live`).toEqual([{ n: 1 }]);
   });
 
   it('a writer that changed stock before the listener registered is waited for: its change is in the snapshot', async () => {
@@ -98,7 +108,7 @@ describe('the write path pays for the feed only while someone listens', () => {
     const writer = await t.sql.reserve();
     try {
       await writer`BEGIN`;
-      // Changed, so asked stock_listening() (nobody yet): this change sends no NOTIFY.
+      // Changed, so read the count of listeners (none yet): this change sends no NOTIFY.
       await applyStockChanges(writer as unknown as postgres.Sql, [{ sku: 'FEED-D', stockDelta: 2, reservedDelta: 0, kind: 'adjust' }], ACTOR);
       let joined = false;
       const heard: StockEvent[] = [];

@@ -1,6 +1,6 @@
 -- The order-write limit with what every stockctl stock change does for live stock: after
--- the row changed, ask stock_listening() (a snapshot of its own and a look at a small
--- table) and send the pg_notify only if someone listens. Nobody listens here, so beside
+-- the row changed, read the count of listeners (the stock_listeners_live sequence, as it
+-- is now) and send the pg_notify only if someone listens. Nobody listens here, so beside
 -- order-write.sql it measures what the question costs when the answer is no.
 \set i random(1, :skus)
 WITH up AS (
@@ -8,7 +8,8 @@ WITH up AS (
    WHERE sku = 'PGBENCH-' || :i AND stock_quantity - reserved_stock >= 1
   RETURNING product_id, sku, name, price, stock_quantity, reserved_stock, version, in_stock
 ), listening AS (
-  SELECT stock_listening() AS yes FROM (SELECT 1 FROM up LIMIT 1) one
+  SELECT (SELECT live.last_value > 0 FROM stock_listeners_live live WHERE one.changed) AS yes
+    FROM (SELECT true AS changed FROM up LIMIT 1) one
 ), n AS (
   SELECT CASE WHEN l.yes THEN pg_notify('stockctl_stock', json_build_object('sku', sku, 'stock_quantity', stock_quantity,
          'reserved_stock', reserved_stock, 'version', version, 'in_stock', in_stock)::text) END FROM up CROSS JOIN listening l
