@@ -15,6 +15,9 @@ const t = useTestDatabase();
 const README = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
 /** The README as one line per paragraph, so that a sentence can be found across its line breaks. */
 const readme = README.replace(/\n(?!\n)/g, ' ');
+/** Operations (docs/operations.md) has the service units the README points to. */
+const OPERATIONS = fs.readFileSync(path.join(REPO_ROOT, 'docs/operations.md'), 'utf8');
+const operations = OPERATIONS.replace(/\n(?!\n)/g, ' ');
 const noDb = { databaseUrl: null };
 
 describe('"did you mean" suggestions', () => {
@@ -70,10 +73,10 @@ describe('the README', () => {
     expect(readme).toContain('Money in JSON (`total`, `price`, `unit_price`, `line_total`, here and over HTTP) is an integer in minor units, cents: `"total": 1999` is 19.99.');
   });
 
-  it('runs the binary itself in its service examples, and says why', () => {
-    const execs = [...README.matchAll(/^ExecStart=(\S+)/gm)].map((m) => m[1]);
+  it('runs the binary itself in its service examples (docs/operations.md), and says why', () => {
+    const execs = [...OPERATIONS.matchAll(/^ExecStart=(\S+)/gm)].map((m) => m[1]);
     expect(execs).toEqual(['/usr/local/bin/stockctl', '/usr/local/bin/stockctl']);
-    expect(readme).toContain("never `npx stockctl`: npm's wrapper does not pass SIGTERM on to node.");
+    expect(operations).toContain("never `npx stockctl`: npm's wrapper does not pass SIGTERM on to node.");
   });
 });
 

@@ -1,8 +1,8 @@
 /**
- * The README's integration guide, as an integrator follows it: types generated from the
- * running server's /openapi.json by openapi-typescript, the README's checkout.ts
+ * The integration guide of docs/api.md, as an integrator follows it: types generated from
+ * the running server's /openapi.json by openapi-typescript, the guide's checkout.ts
  * type-checked by tsc against them (strict), compiled, and run with openapi-fetch against
- * the server. Its output is what the README says it prints.
+ * the server. Its output is what the guide says it prints.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -19,12 +19,12 @@ let server: RunningServer;
 let shop = '';
 let dir = '';
 
-/** The fenced block after a marker line of the README. */
-function readmeBlock(marker: string): string {
-  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
-  const at = readme.indexOf(marker);
+/** The fenced block after a marker line of the API guide. */
+function guideBlock(marker: string): string {
+  const guide = fs.readFileSync(path.join(root, 'docs/api.md'), 'utf8');
+  const at = guide.indexOf(marker);
   expect(at, marker).toBeGreaterThan(0);
-  const match = /```ts\n([\s\S]*?)\n```/.exec(readme.slice(at));
+  const match = /```ts\n([\s\S]*?)\n```/.exec(guide.slice(at));
   return `${match![1]}\n`;
 }
 
@@ -55,7 +55,7 @@ describe('the integration guide', () => {
   it('generates the types, type-checks checkout.ts against them, and runs it against the server', () => {
     const bin = (name: string) => path.join(root, 'node_modules', '.bin', name);
     run(bin('openapi-typescript'), [`${server.url}/openapi.json`, '-o', 'stockctl-api.d.ts']);
-    fs.writeFileSync(path.join(dir, 'checkout.ts'), readmeBlock('<!-- integration guide: the test runs the next block as checkout.ts -->'));
+    fs.writeFileSync(path.join(dir, 'checkout.ts'), guideBlock('<!-- integration guide: the test runs the next block as checkout.ts -->'));
     run(bin('tsc'), ['--strict', '--module', 'nodenext', '--target', 'es2022', '--skipLibCheck', 'checkout.ts']);
     const out = run(process.execPath, ['checkout.js'], { STOCKCTL_API: server.url, STOCKCTL_TOKEN: shop });
     expect(out.trim().split('\n')).toEqual(['201 pending 2000', '200 true true', '200 paid', "409 { sku: 'TEE', requested: 1000, available: 8 }", '200 true']);

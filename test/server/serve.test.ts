@@ -1,7 +1,7 @@
 /**
  * `stockctl serve` over real HTTP: a spawned server on a free port, Node's fetch, the
  * database checked afterwards, and the CLI on the same database for the other half of
- * each story: the order API of the README and issue 10.
+ * each story: the order API as docs/api.md describes it.
  */
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
