@@ -1,7 +1,7 @@
 // Builds dist/: src/ bundled by esbuild, one entry (dist/cli/main.js) and a chunk per
 // lazily imported command. A bundle loads in a fraction of the time of the hundreds of
 // files drizzle-orm and its driver are made of, and every invocation pays that load:
-// `stockctl reserve` went from 408 to 288 ms on a busy 2-core machine (README, Benchmarks).
+// `stockctl reserve` went from 408 to 288 ms on a busy 2-core machine (docs/benchmarks.md).
 // Type checking is `npm run typecheck`; esbuild only strips the types.
 import fs from 'node:fs';
 import { build } from 'esbuild';

@@ -286,7 +286,7 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--compare <files...>', 'run nothing: compare two saved `loadtest --json` documents, before.json after.json')
     .option(
       '--fail-if <condition>',
-      "with --compare: exit 6 when the condition holds, like 'batched.throughput_rps < -10%' (repeatable; see the README)",
+      "with --compare: exit 6 when the condition holds, like 'batched.throughput_rps < -10%' (repeatable; see docs/loadtest.md)",
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
     .addHelpText(

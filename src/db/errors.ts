@@ -113,6 +113,8 @@ export const SQLSTATE = {
   cannotConnectNow: '57P03',
   tooManyConnections: '53300',
   protocolViolation: '08P01',
+  uniqueViolation: '23505',
+  insufficientPrivilege: '42501',
 } as const;
 
 /** Did the server refuse the credentials (class 28, invalid authorization: a wrong password, no such role)? */

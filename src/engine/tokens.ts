@@ -8,7 +8,7 @@ import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { TOKEN_ROLES } from '../db/schema.js';
 import { InvalidInputError, NotFoundError, RefusedError } from '../errors.js';
-import { sqlState } from '../db/errors.js';
+import { SQLSTATE, sqlState } from '../db/errors.js';
 import { quote } from './input.js';
 import { execute, iso, rows } from '../db/query.js';
 
@@ -70,7 +70,7 @@ export async function createToken(db: Db, input: { name: string; role: Role; act
     );
     return { name: input.name, role: input.role, token, created_at: new Date(row.createdAt).toISOString() };
   } catch (err) {
-    if (sqlState(err) === '23505') {
+    if (sqlState(err) === SQLSTATE.uniqueViolation) {
       throw new RefusedError(
         `A token named ${quote(input.name)} already exists (names stay taken after a revoke, so that the ledger's actors stay unambiguous); choose another name.`,
         'token_exists',

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { getTableName, is } from 'drizzle-orm';
 import { getViewConfig, PgTable, PgView } from 'drizzle-orm/pg-core';
 import * as schema from '../../db/schema.js';
-import { sqlState } from '../../db/errors.js';
+import { SQLSTATE, sqlState } from '../../db/errors.js';
 import { metricFamilies, prometheusText } from '../../engine/report.js';
 import { schemaState } from '../../db/migrate.js';
 import { DatabaseUnavailableError } from '../../errors.js';
@@ -36,11 +36,11 @@ async function readEveryRelation(sql: ServerContext['sql']): Promise<void> {
   try {
     await sql.unsafe(probe);
   } catch (err) {
-    if (sqlState(err) !== '42P01' && sqlState(err) !== '42501') throw err;
+    if (sqlState(err) !== SQLSTATE.undefinedTable && sqlState(err) !== SQLSTATE.insufficientPrivilege) throw err;
     const missing = await sql<{ name: string }[]>`SELECT name FROM unnest(${RELATIONS}::text[]) AS name WHERE to_regclass(quote_ident(name)) IS NULL ORDER BY name`;
     const names = missing.map((m) => m.name);
     if (names.length === 0) {
-      throw new DatabaseUnavailableError('This login may not read every table of the schema; grant it access (see the README) and retry.', 'schema_not_readable');
+      throw new DatabaseUnavailableError('This login may not read every table of the schema; grant it SELECT on every table of the schema (or connect as the role that migrated it) and retry.', 'schema_not_readable');
     }
     throw new DatabaseUnavailableError(
       `The database is missing ${names.length === 1 ? 'the table' : 'the tables'} ${names.join(', ')} though its migrations are applied (dropped by hand?); restore it, or migrate a fresh database.`,
