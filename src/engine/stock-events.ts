@@ -31,7 +31,7 @@ import type postgres from 'postgres';
 import { openClient, type ClientOptions } from '../db/connect.js';
 import { publicMessage, toDomainError } from '../db/errors.js';
 import { DatabaseUnavailableError, StockctlError } from '../errors.js';
-import type { StockItem } from './catalogue.js';
+import type { StockItem } from './stock-item.js';
 
 export const STOCK_CHANNEL = 'stockctl_stock';
 
