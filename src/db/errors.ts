@@ -137,7 +137,7 @@ export function isWaitForSlot(err: unknown): boolean {
  * the classes of its connection or its time (08 connection, 53 resources, 55 object
  * state, 57 operator intervention, 58 system error)? Then the statement is known to have
  * written nothing. Any other error (a lost connection, a timeout, one without a SQLSTATE)
- * leaves unknown whether it committed. The batched reserve (src/engine/batched.ts) tries
+ * leaves unknown whether it committed. The batched reserve (src/engine/reserve/batched.ts) tries
  * its buyers again one by one only after such a refusal.
  */
 export function refusedByServer(err: unknown): boolean {

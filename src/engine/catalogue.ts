@@ -4,6 +4,7 @@ import type { Db } from '../db/client.js';
 import { array, execute, rows, transaction } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
 import { MAX_QUANTITY } from './input.js';
+import type { StockItem } from './stock-item.js';
 import {
   applyStockChanges,
   availableUnits,
@@ -13,16 +14,6 @@ import {
   unknownSku,
   type StockRow,
 } from './stock.js';
-
-export interface StockItem {
-  sku: string;
-  name: string;
-  stock_quantity: number;
-  reserved_stock: number;
-  available: number;
-  version: number;
-  in_stock: boolean;
-}
 
 export function toStockItem(row: StockRow): StockItem {
   return {

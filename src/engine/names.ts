@@ -3,7 +3,7 @@
  * load drizzle) so that `stockctl --help` loads nothing but this.
  */
 
-/** How a reserve claims stock (src/engine/reserve.ts). */
+/** How a reserve claims stock (src/engine/reserve/). */
 export type Strategy = 'guarded' | 'optimistic' | 'locking' | 'batched';
 export const STRATEGIES: Strategy[] = ['guarded', 'optimistic', 'locking', 'batched'];
 

@@ -12,7 +12,7 @@ export {
   type ReserveInput,
   type ReserveResult,
   type Strategy,
-} from './reserve.js';
+} from './reserve/index.js';
 export { payOrder, type PayInput, type PayResult } from './pay.js';
 export {
   CANCEL_BATCH_SIZE,

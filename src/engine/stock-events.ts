@@ -39,7 +39,7 @@ import { DatabaseUnavailableError, StockctlError } from '../errors.js';
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { execute, transaction } from '../db/query.js';
-import type { StockItem } from './catalogue.js';
+import type { StockItem } from './stock-item.js';
 
 export const STOCK_CHANNEL = 'stockctl_stock';
 

@@ -7,7 +7,7 @@
 import { sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import { rows } from '../db/query.js';
-import { BATCH_LANES } from '../engine/batched.js';
+import { BATCH_LANES } from '../engine/reserve/batched.js';
 
 /** One limit on new sessions: how many it allows, and how many it already counts. */
 export interface SessionLimit {

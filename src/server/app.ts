@@ -11,14 +11,9 @@ import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type postgres from 'postgres';
-import type { Db } from '../db/client.js';
-import type { Strategy } from '../engine/orders.js';
-import type { Settings } from '../engine/settings.js';
-import type { PaymentWindowPolicy } from '../engine/windows.js';
 import { STOCKCTL_VERSION } from '../version.js';
-import { authenticator, type RequireRole } from './auth.js';
-import type { StockFeed } from '../engine/stock-events.js';
+import { authenticator } from './auth.js';
+import type { AppOptions, ServerContext } from './context.js';
 import { clientErrorResponse, HttpProblem, MAX_PARAM_LENGTH, RETRY_AFTER_S, sendProblem } from './problems.js';
 import { logRequest, requestIdOf, traceOf } from './log.js';
 import { createServerMetrics, routeLabel, type ServerMetrics } from './metrics.js';
@@ -29,43 +24,6 @@ import { stockRoutes } from './routes/stock.js';
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const BODY_LIMIT = 64 * 1024;
-
-/** What every route plugin is handed: the app's options, and its helpers. */
-export interface ServerContext extends Omit<AppOptions, 'logStream'> {
-  requireRole: RequireRole;
-  metrics: ServerMetrics;
-  /** True from SIGTERM on: /readyz says 503 at once, so that a load balancer stops sending. */
-  draining(): boolean;
-  /**
-   * Take one of the --max-streams places for an event stream, with how to end it at
-   * shutdown; returns the function that gives the place back when it ends, or undefined
-   * when every place is taken.
-   */
-  trackStream(end: () => void): (() => void) | undefined;
-}
-
-export interface AppOptions {
-  db: Db;
-  sql: postgres.Sql;
-  settings: Settings;
-  /** PAYMENT_TIMEOUTS and PRIORITY_WINDOWS, as src/cli/config.ts read them. */
-  paymentWindows: PaymentWindowPolicy;
-  strategy: Strategy;
-  /** Live stock changes (GET /stock/events). */
-  feed: StockFeed;
-  /** At most this many event streams at once (`serve --max-streams`). */
-  maxStreams: number;
-  /** Before any request that reads or writes: may the database be used (the embedded cluster's identity)? */
-  checkDatabase?: () => Promise<void>;
-  /** Where the JSON request log goes (stderr); false for none. */
-  logStream?: NodeJS.WritableStream | false;
-  /** Browser origins that may call the read routes (`serve --cors-origin`); none: no CORS at all. */
-  corsOrigins?: string[];
-  /** At most this many requests a minute per token (`serve --token-rate-limit`); undefined: no limit. */
-  tokenRateLimit?: number;
-  /** Per-SKU series in GET /metrics (STOCKCTL_METRICS_MAX_SKUS). */
-  metricsMaxSkus: number;
-}
 
 export interface StockctlApp {
   app: FastifyInstance;

@@ -6,7 +6,7 @@
  * exit 2 naming the entry; `report` splits conversion and expiry by payment method.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { laneOf } from '../../src/engine/batched.js';
+import { laneOf } from '../../src/engine/reserve/batched.js';
 import { useTestDatabase } from '../helpers/db.js';
 import { runCli } from '../helpers/cli.js';
 import { api, startServer, type RunningServer } from '../server/_server.js';

@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { toDomainError } from '../../src/db/errors.js';
-import { laneOf } from '../../src/engine/batched.js';
+import { laneOf } from '../../src/engine/reserve/batched.js';
 import { reserveOrder, type ReserveResult } from '../../src/engine/orders.js';
 import { useTestDatabase } from '../helpers/db.js';
 import { holdLock as holdLockOn } from '../helpers/locks.js';

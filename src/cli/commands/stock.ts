@@ -1,7 +1,8 @@
 import type { CommandContext } from '../run.js';
 import { InvalidInputError } from '../../errors.js';
 import { parseDelta, parseSku, parseStockLevel, parseText } from '../../engine/input.js';
-import type { StockChangeResult, StockItem } from '../../engine/catalogue.js';
+import type { StockChangeResult } from '../../engine/catalogue.js';
+import type { StockItem } from '../../engine/stock-item.js';
 
 function renderStock(ctx: CommandContext, items: StockItem[]): string {
   const { chalk } = ctx.out;

@@ -10,7 +10,7 @@ import { schemaState } from '../../db/migrate.js';
 import { DatabaseUnavailableError } from '../../errors.js';
 import { LOADTEST_SKU_PREFIX } from '../../loadtest/skus.js';
 import { STOCKCTL_VERSION } from '../../version.js';
-import type { ServerContext } from '../app.js';
+import type { ServerContext } from '../context.js';
 import { HttpProblem, RETRY_AFTER_S } from '../problems.js';
 import { METRICS_CONTENT_TYPE } from '../metrics.js';
 import { ANY_ROUTE, AUTHENTICATED, Health, ok, okAs, problems, Ready, WITH_QUERY } from '../schemas.js';

@@ -9,7 +9,7 @@ import { listOrders } from '../../engine/queries.js';
 import { setOrderStatus, showOrderWithHistory } from '../../engine/fulfilment.js';
 import { roleAllows } from '../../engine/tokens.js';
 import { HttpProblem } from '../problems.js';
-import type { ServerContext } from '../app.js';
+import type { ServerContext } from '../context.js';
 import {
   AUTHENTICATED,
   CancelBody,

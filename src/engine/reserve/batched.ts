@@ -18,14 +18,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
-import { batchConnection, type Db } from '../db/client.js';
-import { isWaitForSlot, refusedByServer } from '../db/errors.js';
-import { array, rows, type Tx } from '../db/query.js';
-import { InsufficientStockError } from '../errors.js';
-import { holdsExpiredReservations, reserveAlone, type ReserveInput, type ReserveResult } from './reserve.js';
-import { withConflictRetry } from './retry.js';
-import type { Settings } from './settings.js';
-import { applyStockChangesFrom } from './stock.js';
+import { batchConnection, type Db } from '../../db/client.js';
+import { isWaitForSlot, refusedByServer } from '../../db/errors.js';
+import { array, rows, type Tx } from '../../db/query.js';
+import { InsufficientStockError } from '../../errors.js';
+import { reserveAlone } from './alone.js';
+import { holdsExpiredReservations, type ReserveInput, type ReserveResult } from './shared.js';
+import { withConflictRetry } from '../retry.js';
+import type { Settings } from '../settings.js';
+import { applyStockChangesFrom } from '../stock.js';
 
 /** The most buyers one statement carries; the rest wait for the next batch. */
 export const MAX_BATCH = 128;

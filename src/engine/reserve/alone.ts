@@ -1,65 +1,22 @@
 /**
- * Reserve (phase 1): the pending order, its lines, one reservation per line and the
- * ledger rows, or nothing at all.
+ * One order reserved on its own (every strategy but a `batched` single-line order): the
+ * pending order, its lines, one reservation per line and the ledger rows, or nothing at all.
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
-import type { Db } from '../db/client.js';
-import { sqlState } from '../db/errors.js';
-import { array, rows, transaction, type Tx } from '../db/query.js';
-import { InsufficientStockError, RefusedError, StockctlError, type Shortage } from '../errors.js';
-import { quote, type OrderLine } from './input.js';
-import { formatWindow } from './windows.js';
-import { findOrderByRef } from './order-rows.js';
-import { expireOrders } from './release.js';
-import { sleep, withConflictRetry } from './retry.js';
-import type { Settings } from './settings.js';
-import { reserveBatched } from './batched.js';
-import { applyStockChangesThen, explainUnknownSkus, lockStockRows, readStockRows, shortagesOf, type StockChange, type StockRow } from './stock.js';
-
-import type { Strategy } from './names.js';
-export { STRATEGIES, type Strategy } from './names.js';
-
-export interface ReserveInput {
-  lines: OrderLine[];
-  customerId?: string;
-  ref?: string;
-  /** The payment window, resolved by the caller (src/engine/windows.ts); else PAYMENT_TIMEOUT_MINUTES. */
-  ttlSeconds?: number;
-  /** Recorded on the order: how the customer pays, and the tier whose extra time the window includes. */
-  paymentMethod?: string;
-  priority?: string;
-  strategy?: Strategy;
-  actor: string;
-}
-
-export interface ReservedItem {
-  sku: string;
-  quantity: number;
-  reservation_id: string;
-}
-
-export interface ReserveResult {
-  order_id: string;
-  ref: string | null;
-  status: string;
-  customer_id: string | null;
-  payment_expires_at: string;
-  payment_method: string | null;
-  /** The window the order was given, in seconds (null for orders made before it was recorded). */
-  payment_window_seconds: number | null;
-  priority: string | null;
-  total: number;
-  strategy: string;
-  attempts: number;
-  /** True when the ref named an existing order: nothing more was reserved. */
-  replay: boolean;
-  items: ReservedItem[];
-  /** Stock retries (optimistic) and conflict retries (40001/40P01) this call needed. */
-  retries: number;
-  /** Expired orders released on the spot so that this reserve could succeed. */
-  expired_orders_released: number;
-}
+import type { Db } from '../../db/client.js';
+import { SQLSTATE, sqlState } from '../../db/errors.js';
+import { rows, transaction, type Tx } from '../../db/query.js';
+import { InsufficientStockError, RefusedError, StockctlError, type Shortage } from '../../errors.js';
+import { quote, type OrderLine } from '../input.js';
+import { formatWindow } from '../windows.js';
+import { findOrderByRef } from '../order-rows.js';
+import { expireOrders } from '../release.js';
+import { sleep, withConflictRetry } from '../retry.js';
+import type { Settings } from '../settings.js';
+import { applyStockChangesThen, explainUnknownSkus, lockStockRows, readStockRows, shortagesOf, type StockChange, type StockRow } from '../stock.js';
+import type { Strategy } from '../names.js';
+import { holdsExpiredReservations, type ReservedItem, type ReserveInput, type ReserveResult } from './shared.js';
 
 /** Thrown by the optimistic strategy when its version retries are used up. */
 export class StockConflictError extends StockctlError {
@@ -103,16 +60,6 @@ interface AttemptPlan {
 }
 
 /**
- * Reserve: the pending order, its lines, one reservation per line and the ledger rows,
- * or nothing at all. `batched` single-line orders go through this process's batcher for
- * the pool (src/engine/batched.ts); everything else is reserved on its own.
- */
-export async function reserveOrder(db: Db, input: ReserveInput, settings: Settings): Promise<ReserveResult> {
-  if (input.strategy === 'batched' && input.lines.length === 1) return reserveBatched(db, input, settings);
-  return reserveAlone(db, input, settings);
-}
-
-/**
  * One order on its own. `batched` here (a multi-line order, a lone buyer, or one retried
  * out of a failed batch) works as `guarded` does and is recorded as `batched`.
  */
@@ -146,7 +93,7 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
       outcome = await withConflictRetry(() => attemptReserve(db, plan), () => retries++);
     } catch (err) {
       // Another process created this ref between our check and our insert.
-      const again = sqlState(err) === '23505' && input.ref ? await replayByRef(db, input, ttlSeconds) : undefined;
+      const again = sqlState(err) === SQLSTATE.uniqueViolation && input.ref ? await replayByRef(db, input, ttlSeconds) : undefined;
       if (again) return again;
       throw err;
     }
@@ -290,16 +237,6 @@ function insertReservedOrder(tx: Tx, plan: AttemptPlan, opts: { versions?: Map<s
         )`,
     select: sql`SELECT payment_expires_at AS "paymentExpiresAt", total::float8 AS total FROM o`,
   });
-}
-
-/** Do unswept, expired orders still hold units of these SKUs? (One cheap indexed read.) */
-export async function holdsExpiredReservations(db: Db, skus: string[]): Promise<boolean> {
-  const [row] = await rows<{ held: boolean }>(
-    db,
-    sql`SELECT EXISTS (SELECT 1 FROM stock_reservations
-                        WHERE status = 'active' AND expires_at < now() AND sku = ANY(${array(skus)}::text[])) AS held`,
-  );
-  return row.held;
 }
 
 async function orderItems(tx: Tx, orderId: string): Promise<ReservedItem[]> {
