@@ -31,8 +31,8 @@ import net from 'node:net';
 import os, { endianness } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../errors.js';
-import { errorCode, refusedCredentials, SQLSTATE } from './errors.js';
+import { DatabaseUnavailableError, InvalidInputError, StockctlError } from '../../errors.js';
+import { errorCode, refusedCredentials, SQLSTATE } from '../errors.js';
 
 export interface EmbeddedInfo {
   /** The URL that logs in: it carries the password, so show it only through redactUrl. */
