@@ -6,7 +6,7 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedPlace } from '../src/cli/config.js';
-import { embeddedStatus, ensureEmbedded, stopEmbedded } from '../src/db/embedded.js';
+import { embeddedStatus, ensureEmbedded, stopEmbedded } from '../src/db/embedded/index.js';
 import { REPO_ROOT, runCli, runCliJson, type CliOptions } from './helpers/cli.js';
 import { api, startServer } from './server/_server.js';
 

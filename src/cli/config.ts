@@ -18,7 +18,7 @@ import {
   type Settings,
 } from '../engine/settings.js';
 import { checkDatabaseUrl } from '../db/errors.js';
-import type { EmbeddedPlace } from '../db/embedded.js';
+import type { EmbeddedPlace } from '../db/embedded/index.js';
 
 type Env = NodeJS.ProcessEnv;
 

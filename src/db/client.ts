@@ -11,7 +11,7 @@ import { createClient, LOCK_TIMEOUT_MS, openClient, type ClientOptions } from '.
 import { redactUrl, toDomainError } from './errors.js';
 import { runMigrations, schemaState } from './migrate.js';
 import { clusterIdentity, identityGuard, type IdentityGuard } from './identity.js';
-import type { EmbeddedPlace } from './embedded.js';
+import type { EmbeddedPlace } from './embedded/index.js';
 
 /** drizzle on the pool, as `drizzle()` returns it: `$client` is the pool's postgres.js client. */
 export type Db = PostgresJsDatabase<typeof schema> & { $client: postgres.Sql };
@@ -73,7 +73,7 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<Database> {
   let embedded = false;
   if (!url) {
     if (!opts.embedded) throw new Error('openDatabase needs a url or the place of the embedded server');
-    const { ensureEmbedded } = await import('./embedded.js');
+    const { ensureEmbedded } = await import('./embedded/index.js');
     const info = await ensureEmbedded(opts.embedded);
     url = info.url;
     embedded = true;

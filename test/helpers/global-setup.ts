@@ -30,7 +30,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   } else {
     kind = 'embedded';
     process.env.STOCKCTL_HOME ||= path.join(ROOT, '.stockctl-test');
-    const { ensureEmbedded, stopEmbedded } = await import('../../src/db/embedded.js');
+    const { ensureEmbedded, stopEmbedded } = await import('../../src/db/embedded/index.js');
     const { embeddedPlace } = await import('../../src/cli/config.js');
     const place = embeddedPlace();
     const server = await ensureEmbedded(place);

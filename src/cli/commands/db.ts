@@ -21,7 +21,7 @@ function refuseIfExternal(ctx: CommandContext) {
 export async function start(ctx: CommandContext) {
   refuseIfExternal(ctx);
   const spinner = ctx.out.spinner('Starting the embedded PostgreSQL');
-  const { ensureEmbedded } = await import('../../db/embedded.js');
+  const { ensureEmbedded } = await import('../../db/embedded/index.js');
   const info = await ensureEmbedded(ctx.config.embedded);
   spinner.stop();
   // Opening it also applies any pending migration (the embedded database is ours to migrate).
@@ -35,7 +35,7 @@ export async function start(ctx: CommandContext) {
 
 export async function stop(ctx: CommandContext) {
   refuseIfExternal(ctx);
-  const { stopEmbedded } = await import('../../db/embedded.js');
+  const { stopEmbedded } = await import('../../db/embedded/index.js');
   const stopped = await stopEmbedded(ctx.config.embedded);
   ctx.out.result({ stopped, running: false }, () =>
     ctx.out.line(stopped ? 'Stopped the embedded PostgreSQL.' : 'The embedded PostgreSQL was not running.'),
@@ -43,7 +43,7 @@ export async function stop(ctx: CommandContext) {
 }
 
 export async function status(ctx: CommandContext) {
-  const { embeddedStatus } = await import('../../db/embedded.js');
+  const { embeddedStatus } = await import('../../db/embedded/index.js');
   const s = await embeddedStatus(ctx.config.embedded);
   const result = {
     running: s.running,
@@ -65,7 +65,7 @@ export async function status(ctx: CommandContext) {
 
 export async function url(ctx: CommandContext) {
   refuseIfExternal(ctx);
-  const { ensureEmbedded } = await import('../../db/embedded.js');
+  const { ensureEmbedded } = await import('../../db/embedded/index.js');
   const info = await ensureEmbedded(ctx.config.embedded);
   noteEmbeddedStarted(ctx.out, info);
   ctx.out.result({ url: info.url }, () => ctx.out.line(info.url));
@@ -73,7 +73,7 @@ export async function url(ctx: CommandContext) {
 
 export async function destroy(ctx: CommandContext, flags: { yes?: boolean }) {
   refuseIfExternal(ctx);
-  const { destroyEmbedded, embeddedFootprint, embeddedStatus } = await import('../../db/embedded.js');
+  const { destroyEmbedded, embeddedFootprint, embeddedStatus } = await import('../../db/embedded/index.js');
   const { home, paths } = await embeddedFootprint(ctx.config.embedded);
   if (paths.length > 0 && !flags.yes) {
     const running = (await embeddedStatus(ctx.config.embedded)).running;

@@ -4,7 +4,7 @@ export default async function migrate(ctx: CommandContext, flags: { dryRun?: boo
   const { runMigrations } = await import('../../db/migrate.js');
   let url = ctx.config.databaseUrl;
   if (!url) {
-    const { ensureEmbedded } = await import('../../db/embedded.js');
+    const { ensureEmbedded } = await import('../../db/embedded/index.js');
     const info = await ensureEmbedded(ctx.config.embedded);
     noteEmbeddedStarted(ctx.out, info);
     url = info.url;
