@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { getTableName, is } from 'drizzle-orm';
-import { getViewConfig, PgTable, PgView } from 'drizzle-orm/pg-core';
+import { getViewConfig, isPgSequence, PgTable, PgView } from 'drizzle-orm/pg-core';
 import * as schema from '../../db/schema.js';
 import { SQLSTATE, sqlState } from '../../db/errors.js';
 import { metricFamilies, prometheusText } from '../../engine/report.js';
@@ -21,9 +21,11 @@ async function acceptsWrites(sql: ServerContext['sql']): Promise<boolean> {
   return row.read_only === 'off';
 }
 
-/** Every table and view of the schema, by name: what the server reads and writes. */
+/** Every table, view and sequence of the schema, by name: what the server reads and writes. */
 const RELATIONS = Object.values(schema)
-  .flatMap((x) => (is(x, PgTable) ? [getTableName(x)] : is(x, PgView) ? [getViewConfig(x).name] : []))
+  .flatMap((x) =>
+    is(x, PgTable) ? [getTableName(x)] : is(x, PgView) ? [getViewConfig(x).name] : isPgSequence(x) && x.seqName ? [x.seqName] : [],
+  )
   .sort();
 
 /**
@@ -40,7 +42,7 @@ async function readEveryRelation(sql: ServerContext['sql']): Promise<void> {
     const missing = await sql<{ name: string }[]>`SELECT name FROM unnest(${RELATIONS}::text[]) AS name WHERE to_regclass(quote_ident(name)) IS NULL ORDER BY name`;
     const names = missing.map((m) => m.name);
     if (names.length === 0) {
-      throw new DatabaseUnavailableError('This login may not read every table of the schema; grant it SELECT on every table of the schema (or connect as the role that migrated it) and retry.', 'schema_not_readable');
+      throw new DatabaseUnavailableError('This login may not read every table of the schema; grant it SELECT on every table and sequence of the schema (or connect as the role that migrated it) and retry.', 'schema_not_readable');
     }
     throw new DatabaseUnavailableError(
       `The database is missing ${names.length === 1 ? 'the table' : 'the tables'} ${names.join(', ')} though its migrations are applied (dropped by hand?); restore it, or migrate a fresh database.`,
