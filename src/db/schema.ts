@@ -107,7 +107,7 @@ export const orders = pgTable(
     reserveAttempts: integer('reserve_attempts').notNull().default(1),
     strategy: text('strategy'),
     createdBy: text('created_by'),
-    /** How the customer pays, and the window reserve gave the order (seconds); null before issue 11. */
+    /** How the customer pays, and the window reserve gave the order (seconds); null for orders made before payment windows existed. */
     paymentMethod: text('payment_method'),
     paymentWindowSeconds: integer('payment_window_seconds'),
     /** The customer tier whose extra time the window includes (PRIORITY_WINDOWS), if any. */
