@@ -45,6 +45,12 @@ async function channelTap() {
   };
 }
 
+/** Poll until `done` (for at most 10 s: then the assertion after it says what was missing). */
+async function until(done: () => boolean) {
+  const deadline = Date.now() + 10_000;
+  while (!done() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
 const adjust = (sku: string, delta: number) => changeStock(t.db, { sku, delta, actor: ACTOR });
 
 function feed(): StockFeed {
@@ -72,6 +78,8 @@ describe('the write path pays for the feed only while someone listens', () => {
     });
     const [a, b] = await listStock(t.db, { skus: ['FEED-A', 'FEED-B'] });
     expect(await tap.upToNow()).toEqual([a, b]);
+    // The feed hears on a session of its own, which may be a moment behind the tap's.
+    await until(() => heard.length >= 2);
     expect(heard.map((e) => e.item)).toEqual([a, b]);
     expect(heard.map((e) => e.id)).toEqual([`${subscription.id.split('-')[0]}-1`, `${subscription.id.split('-')[0]}-2`]);
 

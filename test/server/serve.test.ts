@@ -481,7 +481,8 @@ describe('live stock events', () => {
     const { startCli } = await import('../helpers/cli.js');
     const watch = startCli(['stock', 'LIVE', '--watch', '--json'], { databaseUrl: t.url });
     try {
-      await new Promise((r) => setTimeout(r, 1500));
+      // The row is printed once the watch has joined the feed: a change from then on is heard.
+      await watch.waitForStdout(/"sku":"LIVE"/);
       expect((await t.cli(['stock', 'adjust', 'LIVE', '+1'])).code).toBe(0);
       await watch.waitForStdout(/"stock_quantity":8/);
     } finally {
@@ -538,7 +539,11 @@ describe('shutdown', () => {
         }
       }
     });
-    await new Promise((r) => setTimeout(r, 800));
+    // Under load: SIGTERM once more than ten orders are in, with sixteen more in flight.
+    const loaded = Date.now() + 30_000;
+    while (outcomes.filter((o) => o === 201).length <= 10 && !outcomes.some((o) => typeof o === 'string') && Date.now() < loaded) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const exited = own.stop('SIGTERM');
     const res = await exited;
     stop = true;
