@@ -350,7 +350,13 @@ function recount(on: Db | postgres.Sql, change?: SQL): Promise<unknown> {
                               WHERE a.backend_start IS NULL OR a.backend_start = l.backend_start)`,
     );
     if (change) await execute(tx, change);
-    await execute(tx, sql`SELECT setval('stock_listeners_live', (SELECT count(*) FROM stock_listeners), true)`);
+    // Written only when it changes: a sweep a minute, with nobody killed, writes nothing.
+    await execute(
+      tx,
+      sql`SELECT setval('stock_listeners_live', c.n, true)
+            FROM (SELECT count(*) AS n FROM stock_listeners) c
+           WHERE c.n <> (SELECT last_value FROM stock_listeners_live)`,
+    );
   });
 }
 

@@ -42,6 +42,16 @@ export interface AuthLimits {
   perToken?: { max: number; check: Limiter };
 }
 
+/** A token that is unknown, or was revoked: 401, as every route answers it. */
+export const invalidToken = () =>
+  new HttpProblem(401, 'unauthorized', 'The bearer token is unknown or revoked; ask for a new one.', {}, {
+    'www-authenticate': 'Bearer realm="stockctl", error="invalid_token"',
+  });
+
+/** A token whose role does not reach the route's: 403. */
+export const roleTooLow = (name: string, role: Role, needed: Role) =>
+  new HttpProblem(403, 'forbidden', `Token ${name} has role ${role}; this needs role ${needed} or above.`, { role, required_role: needed });
+
 const tooMany = (detail: string, retryAfterS: number) =>
   new HttpProblem(429, 'too_many_requests', detail, {}, { 'retry-after': String(Math.max(1, retryAfterS)) });
 
@@ -81,13 +91,7 @@ export function authenticator(db: Db, limits: AuthLimits) {
       const caller = await authenticateToken(db, match[1]);
       if (!caller) {
         refuse(hash!);
-        return failed(
-          request,
-          new HttpProblem(401, 'unauthorized', 'The bearer token is unknown or revoked; ask for a new one.', {}, {
-            'www-authenticate': 'Bearer realm="stockctl", error="invalid_token"',
-          }),
-          limited,
-        );
+        return failed(request, invalidToken(), limited);
       }
       request.caller = caller; // logged as the actor, also when refused below
       if (limits.perToken) {
@@ -96,12 +100,7 @@ export function authenticator(db: Db, limits: AuthLimits) {
           throw tooMany(`Token ${caller.name} made more than ${limits.perToken.max} requests in a minute (serve --token-rate-limit); try again in ${used.ttlInSeconds} s.`, used.ttlInSeconds);
         }
       }
-      if (!roleAllows(caller.role, needed)) {
-        throw new HttpProblem(403, 'forbidden', `Token ${caller.name} has role ${caller.role}; this needs role ${needed} or above.`, {
-          role: caller.role,
-          required_role: needed,
-        });
-      }
+      if (!roleAllows(caller.role, needed)) throw roleTooLow(caller.name, caller.role, needed);
       const now = Date.now();
       if ((touched.get(caller.name) ?? 0) + TOUCH_EVERY_MS < now) {
         touched.set(caller.name, now);

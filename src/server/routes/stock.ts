@@ -8,6 +8,7 @@ import type { StockItem } from '../../engine/stock-item.js';
 import { SKU_PATTERN } from '../../engine/input.js';
 import type { StockEvent, Subscription } from '../../engine/stock-events.js';
 import { liveTokenRole, roleAllows } from '../../engine/tokens.js';
+import { invalidToken, roleTooLow } from '../auth.js';
 import { logRequest } from '../log.js';
 import type { ServerContext } from '../context.js';
 import { HttpProblem } from '../problems.js';
@@ -264,14 +265,8 @@ export const stockRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
   const checkStillAllowed = async (request: FastifyRequest) => {
     const name = request.caller!.name;
     const role = await liveTokenRole(db, name);
-    if (!role) {
-      throw new HttpProblem(401, 'unauthorized', 'The bearer token is unknown or revoked; ask for a new one.', {}, {
-        'www-authenticate': 'Bearer realm="stockctl", error="invalid_token"',
-      });
-    }
-    if (!roleAllows(role, 'read')) {
-      throw new HttpProblem(403, 'forbidden', `Token ${name} has role ${role}; this needs role read or above.`, { role, required_role: 'read' });
-    }
+    if (!role) throw invalidToken();
+    if (!roleAllows(role, 'read')) throw roleTooLow(name, role, 'read');
   };
 
   app.get(
