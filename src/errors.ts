@@ -44,7 +44,10 @@ export class InvalidInputError extends StockctlError {
 export interface Shortage {
   sku: string;
   requested: number;
+  /** What the order could have had of it (where it was pinned, or at one location when lines may not split). */
   available: number;
+  /** What every active location holds together, when that is more. */
+  available_total?: number;
 }
 
 /** Exit 3: not enough available units for one or more SKUs. */
@@ -52,7 +55,11 @@ export class InsufficientStockError extends StockctlError {
   constructor(readonly shortages: Shortage[], code = 'insufficient_stock') {
     super(
       `Insufficient stock: ${shortages
-        .map((s) => `${s.sku} (requested ${s.requested}, available ${s.available})`)
+        .map((s) =>
+          s.available_total !== undefined && s.available_total > s.available
+            ? `${s.sku} (requested ${s.requested}, available ${s.available} at one location, ${s.available_total} in all)`
+            : `${s.sku} (requested ${s.requested}, available ${s.available})`,
+        )
         .join(', ')}.`,
       3,
       code,

@@ -20,6 +20,8 @@ import {
 import { checkDatabaseUrl } from '../db/errors.js';
 import type { EmbeddedPlace } from '../db/embedded/index.js';
 
+import { DEFAULT_SPLIT_POLICY, SPLIT_POLICIES, type SplitPolicy } from '../engine/names.js';
+
 type Env = NodeJS.ProcessEnv;
 
 export interface Config {
@@ -39,6 +41,8 @@ export interface Config {
   thresholds: AlertThresholds;
   /** Per-SKU series in `report --format prometheus` and GET /metrics. */
   metricsMaxSkus: number;
+  /** SPLIT_POLICY: where a reserve may take an order's units when no one location covers it. */
+  splitPolicy: SplitPolicy;
 }
 
 export interface ConfigFlags {
@@ -55,7 +59,12 @@ export function loadConfig(flags: ConfigFlags, env: Env = process.env): Config {
   const databaseUrl = flags.databaseUrl || set(env, 'DATABASE_URL');
   const listenUrl = set(env, 'STOCKCTL_LISTEN_URL');
   const settings = settingsOf(env);
+  const split = set(env, 'SPLIT_POLICY');
+  if (split !== undefined && !(SPLIT_POLICIES as string[]).includes(split.trim())) {
+    throw new InvalidInputError(`Invalid SPLIT_POLICY ${quote(split)}: use ${SPLIT_POLICIES.join(', ')}.`);
+  }
   return {
+    splitPolicy: (split?.trim() as SplitPolicy | undefined) ?? DEFAULT_SPLIT_POLICY,
     databaseUrl: databaseUrl ? checkDatabaseUrl(databaseUrl) : undefined,
     listenUrl: listenUrl ? checkListenUrl(listenUrl) : undefined,
     embedded: embeddedPlace(env),

@@ -9,7 +9,7 @@ import type { CommandContext, GlobalFlags } from './run.js';
 import { STOCKCTL_VERSION } from '../version.js';
 import { ENVIRONMENT } from './environment.js';
 import { DEFAULT_SETTINGS } from '../engine/settings.js';
-import { STRATEGIES, TOKEN_ROLES } from '../engine/names.js';
+import { LOCATION_KINDS, SPLIT_POLICIES, STRATEGIES, TOKEN_ROLES } from '../engine/names.js';
 
 const ENVIRONMENT_HELP = `
 Environment:
@@ -114,11 +114,83 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--price <amount>', "unit price as a decimal amount, e.g. 19.99 (default 0, or the parent's price for a variant)")
     .option('--stock <n>', 'initial units on hand', '0')
     .option('--parent <sku>', 'make this a variant of product <sku>')
+    .option('--location <code>', 'where the initial stock is (default: the only location; required when there are several)')
     .addHelpText(
       'after',
-      examples('stockctl product add TEE --name "T-shirt" --price 19.99 --stock 10', 'stockctl product add TEE-M --parent TEE --name "T-shirt M" --stock 5'),
+      examples(
+        'stockctl product add TEE --name "T-shirt" --price 19.99 --stock 10',
+        'stockctl product add TEE-M --parent TEE --name "T-shirt M" --stock 5',
+        'stockctl product add MUG --name Mug --stock 40 --location WH1',
+      ),
     )
     .action(lazy(() => import('./commands/product.js').then((m) => m.add)));
+
+  const location = program.command('location').description('the warehouses and stores that hold stock');
+  location
+    .command('add <code>')
+    .description('add a location (reserve tries the active ones by priority, highest first)')
+    .requiredOption('--name <name>', 'display name')
+    .option('--priority <n>', 'higher is tried first (default 0)')
+    .addOption(new Option('--kind <kind>', 'what it is').choices([...LOCATION_KINDS]).default('warehouse'))
+    .addHelpText('after', examples('stockctl location add WH1 --name "Main warehouse" --priority 10', 'stockctl location add STORE1 --name "High Street" --kind store --priority 5'))
+    .action(lazy(() => import('./commands/location.js').then((m) => m.add)));
+  location
+    .command('list')
+    .description('every location with its stock, highest priority first')
+    .addHelpText('after', examples('stockctl location list', 'stockctl location list --json'))
+    .action(lazy(() => import('./commands/location.js').then((m) => m.list)));
+  location
+    .command('set <code>')
+    .description("change a location's priority, or stop it selling (its stock stays)")
+    .option('--priority <n>', 'higher is tried first')
+    .option('--active <bool>', 'false: sells nothing and adds nothing to what is available; true: sells again')
+    .option('--name <name>', 'display name')
+    .addHelpText('after', examples('stockctl location set STORE1 --priority 20', 'stockctl location set STORE1 --active false'))
+    .action(lazy(() => import('./commands/location.js').then((m) => m.set)));
+
+  const transfer = program
+    .command('transfer')
+    .description('move units between locations: off hand at --from now, incoming at --to until received')
+    .argument('[sku]', 'the SKU to move')
+    .argument('[qty]', 'how many units')
+    .option('--from <code>', 'the location the units leave (never below what it has reserved)')
+    .option('--to <code>', 'the location they go to')
+    .option('--reason <text>', 'why, recorded in the ledger')
+    .addHelpText(
+      'after',
+      examples('stockctl transfer TEE 20 --from WH1 --to STORE1', 'stockctl transfer receive 7', 'stockctl transfer cancel 7 --reason "lost in transit"', 'stockctl transfer list'),
+    )
+    .action(
+      lazy(() =>
+        import('./commands/transfer.js').then(
+          (m) =>
+            async (ctx: CommandContext, sku: string | undefined, qty: string | undefined, flags: { from?: string; to?: string; reason?: string }) => {
+              if (sku === undefined || qty === undefined || flags.from === undefined || flags.to === undefined) {
+                const { InvalidInputError } = await import('../errors.js');
+                throw new InvalidInputError('Usage: stockctl transfer <sku> <qty> --from <code> --to <code> (or transfer receive|cancel <id>, transfer list).');
+              }
+              return m.send(ctx, sku, qty, { from: flags.from, to: flags.to, reason: flags.reason });
+            },
+        ),
+      ),
+    );
+  transfer
+    .command('receive <id>')
+    .description('the units arrived: on hand at the destination')
+    .option('--reason <text>', 'recorded in the ledger')
+    .action(lazy(() => import('./commands/transfer.js').then((m) => m.receive)));
+  transfer
+    .command('cancel <id>')
+    .description('the units never left: back on hand at the source')
+    .option('--reason <text>', 'recorded in the ledger')
+    .action(lazy(() => import('./commands/transfer.js').then((m) => m.cancel)));
+  transfer
+    .command('list')
+    .description('transfers in transit, newest first')
+    .option('--all', 'also those received or cancelled')
+    .option('--sku <sku>', 'only this SKU')
+    .option('--location <code>', 'only those from or to this location')
+    .action(lazy(() => import('./commands/transfer.js').then((m) => m.list)));
 
   const stock = program
     .command('stock')
@@ -126,14 +198,31 @@ export function buildProgram(): CommandUnknownOpts {
     .argument('[sku...]', 'SKUs to show (default: all)')
     .option('--low <n>', 'only rows with at most <n> units available')
     .option('--watch', 'show the rows, then redraw on every stock change until Ctrl-C (--json: one JSON line per row, then one per change)')
-    .addHelpText('after', examples('stockctl stock', 'stockctl stock TEE MUG --json', 'stockctl stock --low 5', 'stockctl stock TEE --watch', 'stockctl stock set TEE 100 --reason "stock count"', 'stockctl stock adjust TEE -2 --reason damaged'))
+    .option('--by-location', "each SKU's totals, then its level at every location")
+    .option('--location <code>', 'the levels at this location only (with set / adjust: the location to change)')
+    .addHelpText(
+      'after',
+      examples(
+        'stockctl stock',
+        'stockctl stock TEE MUG --json',
+        'stockctl stock --low 5',
+        'stockctl stock TEE --by-location',
+        'stockctl stock --location STORE1',
+        'stockctl stock TEE --watch',
+        'stockctl stock set TEE 100 --reason "stock count"',
+        'stockctl stock adjust TEE -2 --reason damaged --location STORE1',
+      ),
+    )
     .action(lazy(() => import('./commands/stock.js').then((m) => m.show)));
   // commander reads `stock`'s own options anywhere on the line: after `set` or `adjust`
   // they would be accepted and ignored, so they are a usage error there.
   const stockOptionsRefused = (sub: CommandUnknownOpts) => {
-    const given = (['low', 'watch'] as const).filter((o) => sub.parent?.getOptionValue(o) !== undefined);
+    // --location is both `stock`'s and theirs: commander hands it to `stock`; it is theirs.
+    const location = sub.parent?.getOptionValue('location');
+    if (location !== undefined && sub.getOptionValue('location') === undefined) sub.setOptionValue('location', location);
+    const given = (['low', 'watch', 'byLocation'] as const).filter((o) => sub.parent?.getOptionValue(o) !== undefined);
     if (given.length > 0) {
-      const flags = `${given.map((o) => `--${o}`).join(' and ')} ${given.length === 1 ? 'belongs' : 'belong'}`;
+      const flags = `${given.map((o) => (o === 'byLocation' ? '--by-location' : `--${o}`)).join(' and ')} ${given.length === 1 ? 'belongs' : 'belong'}`;
       sub.error(`error: ${flags} to \`stockctl stock\` alone, not to \`stock ${sub.name()}\`.`, {
         code: 'commander.unknownOption',
         exitCode: 2,
@@ -144,12 +233,14 @@ export function buildProgram(): CommandUnknownOpts {
     .command('set <sku> <qty>')
     .description('set the units on hand (never below what is reserved)')
     .option('--reason <text>', 'why, recorded in the ledger')
+    .option('--location <code>', 'at this location (default: the only one; required when there are several)')
     .hook('preAction', stockOptionsRefused)
     .action(lazy(() => import('./commands/stock.js').then((m) => m.set)));
   stock
     .command('adjust <sku> <delta>')
     .description('add or remove units on hand, e.g. +5 or -2')
     .option('--reason <text>', 'why, recorded in the ledger')
+    .option('--location <code>', 'at this location (default: the only one; required when there are several)')
     .hook('preAction', stockOptionsRefused)
     .action(lazy(() => import('./commands/stock.js').then((m) => m.adjust)));
 
@@ -162,12 +253,20 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--payment-method <name>', "how the customer pays: the window is PAYMENT_TIMEOUTS' entry for it (else its default=, else PAYMENT_TIMEOUT_MINUTES)")
     .option('--priority <tier>', "customer tier: adds its PRIORITY_WINDOWS extra time to the window")
     .addOption(new Option('--strategy <name>', 'how stock is claimed (batched: alone here, it works as guarded)').choices([...STRATEGIES]).default('guarded'))
+    .option('--location <code>', 'take every unit from this location (store pickup)')
+    .addOption(
+      new Option('--split <policy>', 'when no one location covers the order: units (a line from several), lines (each line from one) or never (default SPLIT_POLICY, else units)').choices([
+        ...SPLIT_POLICIES,
+      ]),
+    )
     .addOption(MAX_RETRIES())
     .addOption(RETRY_BACKOFF())
     .addHelpText(
       'after',
       examples(
         'stockctl reserve TEE:1',
+        'stockctl reserve TEE:5 --split lines --json',
+        'stockctl reserve TEE:1 MUG:2 --location STORE1',
         'stockctl reserve TEE:2 MUG:1 --customer c42 --ref cart-9f1 --ttl 30m --json',
         'PAYMENT_TIMEOUTS="card=15m,bank_transfer=3d" PRIORITY_WINDOWS="vip=45m" stockctl reserve TEE:1 --payment-method card --priority vip',
       ),

@@ -14,37 +14,21 @@ import {
   pgSequence,
   pgTable,
   pgView,
+  primaryKey,
   text,
   timestamp,
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
-import { TOKEN_ROLES } from './limits.js';
+import { LOCATION_KINDS, TOKEN_ROLES } from './limits.js';
 
 const timestamps = {
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 };
 
-/** Stock columns shared by products and variants; `in_stock` is derived by the database. */
-const stockColumns = {
-  stockQuantity: integer('stock_quantity').notNull().default(0),
-  reservedStock: integer('reserved_stock').notNull().default(0),
-  version: integer('version').notNull().default(0),
-  inStock: boolean('in_stock')
-    .notNull()
-    .generatedAlwaysAs(sql`stock_quantity - reserved_stock > 0`),
-};
-
-/** The constraints that make overselling impossible, whatever the code does. */
-function stockChecks(table: string, t: { stockQuantity: AnyPgColumn; reservedStock: AnyPgColumn; price: AnyPgColumn }) {
-  return [
-    check(`${table}_stock_nonnegative`, sql`${t.stockQuantity} >= 0`),
-    check(`${table}_reserved_nonnegative`, sql`${t.reservedStock} >= 0`),
-    check(`${table}_reserved_within_stock`, sql`${t.reservedStock} <= ${t.stockQuantity}`),
-    check(`${table}_price_nonnegative`, sql`${t.price} >= 0`),
-  ];
-}
+/** Prices are never negative. */
+const priceCheck = (table: string, t: { price: AnyPgColumn }) => check(`${table}_price_nonnegative`, sql`${t.price} >= 0`);
 
 export const products = pgTable(
   'products',
@@ -53,13 +37,9 @@ export const products = pgTable(
     sku: text('sku').notNull(),
     name: text('name').notNull(),
     price: integer('price').notNull().default(0),
-    ...stockColumns,
     ...timestamps,
   },
-  (t) => [
-    uniqueIndex('products_sku_key').on(t.sku),
-    ...stockChecks('products', t),
-  ],
+  (t) => [uniqueIndex('products_sku_key').on(t.sku), priceCheck('products', t)],
 );
 
 export const productVariants = pgTable(
@@ -72,13 +52,104 @@ export const productVariants = pgTable(
     sku: text('sku').notNull(),
     name: text('name').notNull(),
     price: integer('price').notNull().default(0),
-    ...stockColumns,
     ...timestamps,
   },
   (t) => [
     uniqueIndex('product_variants_sku_key').on(t.sku),
     index('product_variants_product_idx').on(t.productId),
-    ...stockChecks('product_variants', t),
+    priceCheck('product_variants', t),
+  ],
+);
+
+export { LOCATION_KINDS };
+
+/**
+ * Where units are kept: a warehouse or a store. Reserve takes units from the active
+ * location of highest priority that can cover an order; an inactive one keeps its stock
+ * but sells nothing.
+ */
+export const locations = pgTable(
+  'locations',
+  {
+    code: text('code').primaryKey(),
+    name: text('name').notNull(),
+    kind: text('kind', { enum: LOCATION_KINDS }).notNull().default('warehouse'),
+    priority: integer('priority').notNull().default(0),
+    active: boolean('active').notNull().default(true),
+    ...timestamps,
+  },
+  (t) => [check('locations_kind_valid', sql`${t.kind} IN ('warehouse','store')`)],
+);
+
+/**
+ * The stock of one SKU at one location: its units on hand, reserved and on their way
+ * (incoming, never available). The CHECK constraints are the last line of defence: even a
+ * buggy or hand-written UPDATE cannot oversell a location, because PostgreSQL refuses the
+ * row. The primary key's order (sku, location) is the order every writer locks levels in.
+ */
+export const stockLevels = pgTable(
+  'stock_levels',
+  {
+    sku: text('sku').notNull(),
+    location: text('location')
+      .notNull()
+      .references(() => locations.code),
+    productId: uuid('product_id')
+      .notNull()
+      .references((): AnyPgColumn => products.productId),
+    variantId: uuid('variant_id').references((): AnyPgColumn => productVariants.variantId),
+    stockQuantity: integer('stock_quantity').notNull().default(0),
+    reservedStock: integer('reserved_stock').notNull().default(0),
+    incoming: integer('incoming').notNull().default(0),
+    version: integer('version').notNull().default(0),
+    inStock: boolean('in_stock')
+      .notNull()
+      .generatedAlwaysAs(sql`stock_quantity - reserved_stock > 0`),
+    updatedAt: timestamps.updatedAt,
+  },
+  (t) => [
+    primaryKey({ columns: [t.sku, t.location], name: 'stock_levels_pkey' }),
+    index('stock_levels_location_idx').on(t.location),
+    index('stock_levels_product_idx').on(t.productId),
+    index('stock_levels_variant_idx').on(t.variantId),
+    check('stock_levels_stock_nonnegative', sql`${t.stockQuantity} >= 0`),
+    check('stock_levels_reserved_nonnegative', sql`${t.reservedStock} >= 0`),
+    check('stock_levels_reserved_within_stock', sql`${t.reservedStock} <= ${t.stockQuantity}`),
+    check('stock_levels_incoming_nonnegative', sql`${t.incoming} >= 0`),
+  ],
+);
+
+export const TRANSFER_STATUSES = ['in_transit', 'received', 'cancelled'] as const;
+
+/** Units on their way from one location to another: off hand at the first, incoming at the second. */
+export const transfers = pgTable(
+  'transfers',
+  {
+    transferId: bigserial('transfer_id', { mode: 'number' }).primaryKey(),
+    sku: text('sku').notNull(),
+    productId: uuid('product_id')
+      .notNull()
+      .references((): AnyPgColumn => products.productId),
+    variantId: uuid('variant_id').references((): AnyPgColumn => productVariants.variantId),
+    fromLocation: text('from_location')
+      .notNull()
+      .references(() => locations.code),
+    toLocation: text('to_location')
+      .notNull()
+      .references(() => locations.code),
+    quantity: integer('quantity').notNull(),
+    status: text('status', { enum: TRANSFER_STATUSES }).notNull().default('in_transit'),
+    createdBy: text('created_by').notNull(),
+    closedBy: text('closed_by'),
+    createdAt: timestamps.createdAt,
+    closedAt: timestamp('closed_at', { withTimezone: true }),
+  },
+  (t) => [
+    index('transfers_in_transit_idx').on(t.sku, t.toLocation).where(sql`status = 'in_transit'`),
+    check('transfers_quantity_positive', sql`${t.quantity} > 0`),
+    check('transfers_locations_differ', sql`${t.fromLocation} <> ${t.toLocation}`),
+    check('transfers_status_valid', sql`${t.status} IN ('in_transit','received','cancelled')`),
+    check('transfers_closed_has_time', sql`${t.status} = 'in_transit' OR ${t.closedAt} IS NOT NULL`),
   ],
 );
 
@@ -170,6 +241,10 @@ export const stockReservations = pgTable(
       .notNull()
       .references(() => orderItems.orderItemId),
     ...stockRowRef,
+    /** The location whose units this reservation holds. */
+    location: text('location')
+      .notNull()
+      .references(() => locations.code),
     quantity: integer('quantity').notNull(),
     status: text('status', { enum: RESERVATION_STATUSES }).notNull().default('active'),
     reservedAt: timestamp('reserved_at', { withTimezone: true }).notNull().defaultNow(),
@@ -183,29 +258,35 @@ export const stockReservations = pgTable(
     // (loadtest cleanup) scans this table once per row.
     index('stock_reservations_order_item_idx').on(t.orderItemId),
     index('stock_reservations_active_expiry_idx').on(t.expiresAt).where(sql`status = 'active'`),
-    index('stock_reservations_active_sku_idx').on(t.sku).where(sql`status = 'active'`),
+    index('stock_reservations_active_sku_idx').on(t.sku, t.location).where(sql`status = 'active'`),
     check('stock_reservations_quantity_positive', sql`${t.quantity} > 0`),
     check('stock_reservations_status_valid', sql`${t.status} IN ('active','converted','expired','cancelled')`),
   ],
 );
 
-/** The ledger: one row per change of stock_quantity or reserved_stock on one stock row. */
+/** The ledger: one row per change of a stock level's on hand, reserved or incoming units. */
 export const stockMovements = pgTable(
   'stock_movements',
   {
     movementId: bigserial('movement_id', { mode: 'number' }).primaryKey(),
     ...stockRowRef,
+    location: text('location')
+      .notNull()
+      .references(() => locations.code),
     kind: text('kind').notNull(),
     stockDelta: integer('stock_delta').notNull().default(0),
     reservedDelta: integer('reserved_delta').notNull().default(0),
+    incomingDelta: integer('incoming_delta').notNull().default(0),
     orderId: uuid('order_id').references(() => orders.orderId),
     reservationId: uuid('reservation_id').references(() => stockReservations.reservationId),
+    transferId: bigint('transfer_id', { mode: 'number' }).references(() => transfers.transferId),
     actor: text('actor').notNull(),
     reason: text('reason'),
     createdAt: timestamps.createdAt,
   },
   (t) => [
-    index('stock_movements_sku_idx').on(t.sku),
+    index('stock_movements_sku_idx').on(t.sku, t.location),
+    index('stock_movements_transfer_idx').on(t.transferId),
     index('stock_movements_order_idx').on(t.orderId),
     index('stock_movements_reservation_idx').on(t.reservationId),
     index('stock_movements_created_idx').on(t.createdAt),
@@ -229,8 +310,11 @@ export const sweepRuns = pgTable(
 );
 
 /**
- * Every sellable stock row, addressed by SKU: products without variants, and variants.
- * Reads go through this view; writes go to the underlying table (see engine/stock.ts).
+ * Every sellable SKU with its stock summed over its locations: products without variants,
+ * and variants. On hand, reserved and incoming are sums; `available` sums each active
+ * location's units on hand and not reserved, each clamped at 0 first, so that no location
+ * can add to or hide another's, and an inactive one adds nothing. Reads go through this
+ * view; writes go to stock_levels (see engine/stock.ts).
  */
 export const stockItems = pgView('stock_items', {
   productId: uuid('product_id').notNull(),
@@ -240,18 +324,31 @@ export const stockItems = pgView('stock_items', {
   price: integer('price').notNull(),
   stockQuantity: integer('stock_quantity').notNull(),
   reservedStock: integer('reserved_stock').notNull(),
+  incoming: integer('incoming').notNull(),
+  available: integer('available').notNull(),
   version: integer('version').notNull(),
   inStock: boolean('in_stock').notNull(),
+  locations: integer('locations').notNull(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
 }).as(sql`
-  SELECT p.product_id, NULL::uuid AS variant_id, p.sku, p.name, p.price, p.stock_quantity,
-         p.reserved_stock, p.version, p.in_stock, p.updated_at
-    FROM products p
-   WHERE NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
-  UNION ALL
-  SELECT v.product_id, v.variant_id, v.sku, v.name, v.price, v.stock_quantity,
-         v.reserved_stock, v.version, v.in_stock, v.updated_at
-    FROM product_variants v`);
+  SELECT c.product_id, c.variant_id, c.sku, c.name, c.price,
+         coalesce(t.stock_quantity, 0) AS stock_quantity, coalesce(t.reserved_stock, 0) AS reserved_stock,
+         coalesce(t.incoming, 0) AS incoming, coalesce(t.available, 0) AS available,
+         coalesce(t.version, 0) AS version, coalesce(t.available, 0) > 0 AS in_stock,
+         coalesce(t.locations, 0) AS locations, greatest(c.updated_at, t.updated_at) AS updated_at
+    FROM (SELECT p.product_id, NULL::uuid AS variant_id, p.sku, p.name, p.price, p.updated_at
+            FROM products p
+           WHERE NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
+          UNION ALL
+          SELECT v.product_id, v.variant_id, v.sku, v.name, v.price, v.updated_at
+            FROM product_variants v) c
+    LEFT JOIN LATERAL (
+          SELECT sum(l.stock_quantity)::int AS stock_quantity, sum(l.reserved_stock)::int AS reserved_stock,
+                 sum(l.incoming)::int AS incoming,
+                 (coalesce(sum(greatest(l.stock_quantity - l.reserved_stock, 0)) FILTER (WHERE loc.active), 0))::int AS available,
+                 sum(l.version)::int AS version, count(*)::int AS locations, max(l.updated_at) AS updated_at
+            FROM stock_levels l JOIN locations loc ON loc.code = l.location
+           WHERE l.sku = c.sku) t ON true`);
 
 /** The fulfilment states after payment, in the only order an order may move through them. */
 export const FULFILMENT_STATUSES = ['processing', 'shipped', 'delivered'] as const;

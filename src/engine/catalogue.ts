@@ -1,19 +1,12 @@
 /** The catalogue: adding products and variants, and setting or adjusting their stock. */
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import { array, execute, rows, transaction } from '../db/query.js';
+import { array, execute, rows, transaction, type Tx } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
 import { MAX_QUANTITY } from './input.js';
 import type { StockItem } from './stock-item.js';
-import {
-  applyStockChanges,
-  availableUnits,
-  productWithVariants,
-  lockStockRow,
-  readStockRows,
-  unknownSku,
-  type StockRow,
-} from './stock.js';
+import { resolveLocation } from './locations.js';
+import { applyStockChanges, ensureLevel, productWithVariants, readStockRows, unknownSku, type StockRow } from './stock.js';
 
 export function toStockItem(row: StockRow): StockItem {
   return {
@@ -21,10 +14,59 @@ export function toStockItem(row: StockRow): StockItem {
     name: row.name,
     stock_quantity: row.stockQuantity,
     reserved_stock: row.reservedStock,
-    available: availableUnits(row),
+    available: row.available,
+    incoming: row.incoming,
     version: row.version,
     in_stock: row.inStock,
   };
+}
+
+/** One SKU at one location, as `stock --location`, `stock --by-location` and GET /stock?location= show it. */
+export interface LevelItem {
+  sku: string;
+  name: string;
+  location: string;
+  /** Whether the location sells: an inactive one's units count for nothing available. */
+  active: boolean;
+  stock_quantity: number;
+  reserved_stock: number;
+  incoming: number;
+  available: number;
+  version: number;
+  in_stock: boolean;
+}
+
+/** A SKU's totals with each of its levels, in location priority order. */
+export interface StockItemByLocation extends StockItem {
+  levels: Omit<LevelItem, 'sku' | 'name'>[];
+}
+
+const levelItemColumns = sql`l.sku, coalesce(v.name, p.name) AS name, l.location, loc.active,
+  l.stock_quantity, l.reserved_stock, l.incoming,
+  CASE WHEN loc.active THEN greatest(l.stock_quantity - l.reserved_stock, 0) ELSE 0 END AS available,
+  l.version, l.in_stock`;
+
+/** The levels of these SKUs (or of all), at one location or all, in SKU then priority order. */
+export async function listLevels(db: Db | Tx, input: { skus?: string[]; location?: string; after?: string; limit?: number }): Promise<LevelItem[]> {
+  return rows<LevelItem>(
+    db,
+    sql`SELECT ${levelItemColumns}
+          FROM stock_levels l JOIN locations loc ON loc.code = l.location
+          JOIN products p ON p.product_id = l.product_id LEFT JOIN product_variants v ON v.variant_id = l.variant_id
+         WHERE true ${input.skus?.length ? sql`AND l.sku = ANY(${array(input.skus)}::text[])` : sql``}
+               ${input.location !== undefined ? sql`AND l.location = ${input.location}` : sql``}
+               ${input.after !== undefined ? sql`AND l.sku > ${input.after}` : sql``}
+         ORDER BY l.sku, loc.priority DESC, l.location ${input.limit !== undefined ? sql`LIMIT ${input.limit}` : sql``}`,
+  );
+}
+
+/** Each item with its levels. */
+export async function withLevels(db: Db | Tx, items: StockItem[]): Promise<StockItemByLocation[]> {
+  const levels = items.length > 0 ? await listLevels(db, { skus: items.map((i) => i.sku) }) : [];
+  return items.map((i) => ({
+    ...i,
+    levels: levels.filter((l) => l.sku === i.sku).map(({ sku: _sku, name: _name, ...level }) => level),
+  }));
 }
 
 export interface AddProductInput {
@@ -33,6 +75,8 @@ export interface AddProductInput {
   /** Minor units; when omitted, 0 for a product and the parent's price for a variant. */
   price?: number;
   stock: number;
+  /** Where the initial stock is (default: the only location, else required when there is stock). */
+  location?: string;
   parentSku?: string;
   actor: string;
 }
@@ -60,9 +104,12 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
     let variantId: string | null = null;
     let price = input.price ?? 0;
     if (input.parentSku) {
-      const [parent] = await rows<{ productId: string; price: number; stock: number; reserved: number; variants: number }>(
+      const [parent] = await rows<{ productId: string; price: number; stock: number; reserved: number; incoming: number; variants: number }>(
         tx,
-        sql`SELECT product_id AS "productId", price, stock_quantity AS stock, reserved_stock AS reserved,
+        sql`SELECT product_id AS "productId", price,
+                   (SELECT coalesce(sum(stock_quantity), 0)::int FROM stock_levels l WHERE l.product_id = p.product_id AND l.variant_id IS NULL) AS stock,
+                   (SELECT coalesce(sum(reserved_stock), 0)::int FROM stock_levels l WHERE l.product_id = p.product_id AND l.variant_id IS NULL) AS reserved,
+                   (SELECT coalesce(sum(incoming), 0)::int FROM stock_levels l WHERE l.product_id = p.product_id AND l.variant_id IS NULL) AS incoming,
                    (SELECT count(*)::int FROM product_variants v WHERE v.product_id = p.product_id) AS variants
               FROM products p WHERE sku = ${input.parentSku} FOR UPDATE`,
       );
@@ -82,7 +129,7 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
           sku: input.parentSku,
         });
       }
-      if (parent.variants === 0 && (parent.stock > 0 || parent.reserved > 0)) {
+      if (parent.variants === 0 && (parent.stock > 0 || parent.reserved > 0 || parent.incoming > 0)) {
         // Once it has variants, a product's own stock is no longer sellable: it must be empty.
         throw new RefusedError(
           `Product "${input.parentSku}" holds ${parent.stock} units of its own; set its stock to 0 before adding variants.`,
@@ -91,6 +138,8 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
       }
       productId = parent.productId;
       price = input.price ?? parent.price;
+      // Its own (empty) levels go: its variants hold its stock now.
+      await execute(tx, sql`DELETE FROM stock_levels WHERE product_id = ${productId} AND variant_id IS NULL`);
       const [variant] = await rows<{ variantId: string }>(
         tx,
         sql`INSERT INTO product_variants (product_id, sku, name, price)
@@ -105,10 +154,13 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
       );
       productId = product.productId;
     }
+    // A level to reserve from, even with no stock yet: at the location named, else the only one.
+    const location = input.location !== undefined || input.stock > 0 ? await resolveLocation(tx, input.location, `put ${input.sku}'s stock`) : undefined;
+    for (const code of location !== undefined ? [location] : await onlyLocation(tx)) await ensureLevel(tx, input.sku, code);
     if (input.stock > 0) {
       await applyStockChanges(
         tx,
-        [{ sku: input.sku, stockDelta: input.stock, reservedDelta: 0, kind: 'initial', reason: 'initial stock' }],
+        [{ sku: input.sku, location: location!, stockDelta: input.stock, reservedDelta: 0, kind: 'initial', reason: 'initial stock' }],
         input.actor,
       );
     }
@@ -146,7 +198,7 @@ export async function listStock(db: Db, input: ListStockInput = {}): Promise<Sto
     }
   }
   const low = input.low;
-  return found.filter((r) => low === undefined || availableUnits(r) <= low).map(toStockItem);
+  return found.filter((r) => low === undefined || r.available <= low).map(toStockItem);
 }
 
 /** One page of stock rows, in SKU order, and whether more follow. */
@@ -167,17 +219,24 @@ export async function listStockPage(db: Db, input: ListStockInput & { after?: st
   const page = await rows<StockRow>(
     db,
     sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, name, price, stock_quantity AS "stockQuantity",
-               reserved_stock AS "reservedStock", version, in_stock AS "inStock"
+               reserved_stock AS "reservedStock", incoming, available, version, in_stock AS "inStock", locations
           FROM stock_items
          WHERE true ${skus?.length ? sql`AND sku = ANY(${array(skus)}::text[])` : sql``}
                ${after !== undefined ? sql`AND sku > ${after}` : sql``}
-               ${input.low !== undefined ? sql`AND stock_quantity - reserved_stock <= ${input.low}` : sql``}
+               ${input.low !== undefined ? sql`AND available <= ${input.low}` : sql``}
          ORDER BY sku LIMIT ${limit + 1}`,
   );
   return { items: page.slice(0, limit).map(toStockItem), more: page.length > limit };
 }
 
-export interface StockChangeResult extends StockItem {
+/** The only location there is, or none when there are several. */
+async function onlyLocation(tx: Tx): Promise<string[]> {
+  const all = await rows<{ code: string }>(tx, sql`SELECT code FROM locations LIMIT 2`);
+  return all.length === 1 ? [all[0].code] : [];
+}
+
+/** What `stock set` and `stock adjust` did: the level's values at its location. */
+export interface StockChangeResult extends LevelItem {
   previous_stock_quantity: number;
   changed: boolean;
 }
@@ -187,54 +246,62 @@ export interface SetStockInput {
   /** Absolute level (`stock set`) or a signed delta (`stock adjust`). */
   quantity?: number;
   delta?: number;
+  /** Which location's units (default: the only location, else required). */
+  location?: string;
   reason?: string;
   actor: string;
 }
 
-/** `stock set` and `stock adjust`: never below what pending orders hold (exit 5). */
+/** `stock set` and `stock adjust` at one location: never below what pending orders hold there (exit 5). */
 export async function changeStock(db: Db, input: SetStockInput): Promise<StockChangeResult> {
   return transaction(db, async (tx) => {
-    const row = await lockStockRow(tx, input.sku);
+    const location = await resolveLocation(tx, input.location, `change ${input.sku}'s stock`);
+    const row = await ensureLevel(tx, input.sku, location);
+    // Named with its location only when there are several.
+    const at = input.location !== undefined ? ` at ${location}` : '';
     const target = input.quantity ?? row.stockQuantity + (input.delta ?? 0);
     if (target < 0) {
       throw new RefusedError(
-        `Cannot adjust ${input.sku} by ${input.delta}: only ${row.stockQuantity} on hand.`,
+        `Cannot adjust ${input.sku}${at} by ${input.delta}: only ${row.stockQuantity} on hand.`,
         'stock_below_zero',
       );
     }
     // What was asked, as the user asked it: `set X to 3`, or `adjust X by -14` (to 3).
-    const asked = input.quantity !== undefined ? `set ${input.sku} to ${target}` : `adjust ${input.sku} by ${signed(input.delta ?? 0)} (to ${target})`;
+    const asked = input.quantity !== undefined ? `set ${input.sku}${at} to ${target}` : `adjust ${input.sku}${at} by ${signed(input.delta ?? 0)} (to ${target})`;
     if (target > MAX_QUANTITY) {
       throw new RefusedError(`Cannot ${asked}: a stock row holds at most ${MAX_QUANTITY} units.`, 'stock_above_limit', {
         sku: input.sku,
+        location,
         requested: target,
         limit: MAX_QUANTITY,
       });
     }
     if (target < row.reservedStock) {
       throw new RefusedError(
-        `Cannot ${asked}: ${row.reservedStock} units are reserved by pending orders (cancel them or let them expire first).`,
+        `Cannot ${asked}: ${row.reservedStock} units are reserved by pending orders${at} (cancel them or let them expire first).`,
         'stock_below_reserved',
-        { sku: input.sku, requested: target, reserved: row.reservedStock },
+        { sku: input.sku, location, requested: target, reserved: row.reservedStock },
       );
     }
     const delta = target - row.stockQuantity;
-    if (delta === 0) return { ...toStockItem(row), previous_stock_quantity: row.stockQuantity, changed: false };
-    await applyStockChanges(
-      tx,
-      [
-        {
-          sku: input.sku,
-          stockDelta: delta,
-          reservedDelta: 0,
-          kind: input.quantity !== undefined ? 'set' : 'adjust',
-          reason: input.reason ?? null,
-        },
-      ],
-      input.actor,
-    );
-    const [after] = await readStockRows(tx, [input.sku]);
-    return { ...toStockItem(after), previous_stock_quantity: row.stockQuantity, changed: true };
+    if (delta !== 0) {
+      await applyStockChanges(
+        tx,
+        [
+          {
+            sku: input.sku,
+            location,
+            stockDelta: delta,
+            reservedDelta: 0,
+            kind: input.quantity !== undefined ? 'set' : 'adjust',
+            reason: input.reason ?? null,
+          },
+        ],
+        input.actor,
+      );
+    }
+    const [after] = await listLevels(tx, { skus: [input.sku], location });
+    return { ...after, previous_stock_quantity: row.stockQuantity, changed: delta !== 0 };
   });
 }
 

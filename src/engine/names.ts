@@ -7,5 +7,13 @@
 export type Strategy = 'guarded' | 'optimistic' | 'locking' | 'batched';
 export const STRATEGIES: Strategy[] = ['guarded', 'optimistic', 'locking', 'batched'];
 
+/**
+ * Where a reserve may take an order's units from when no single location covers all of it:
+ * a line from several locations (`units`), each line from one (`lines`), or nowhere (`never`).
+ */
+export type SplitPolicy = 'units' | 'lines' | 'never';
+export const SPLIT_POLICIES: SplitPolicy[] = ['units', 'lines', 'never'];
+export const DEFAULT_SPLIT_POLICY: SplitPolicy = 'units';
+
 /** What an API token may do, least to most. */
-export { TOKEN_ROLES } from '../db/limits.js';
+export { LOCATION_KINDS, TOKEN_ROLES } from '../db/limits.js';

@@ -11,7 +11,8 @@ import { quote } from './input.js';
 import { findOrder, sumUnits, type OrderRow } from './order-rows.js';
 import { convertReservations, expireOrders } from './release.js';
 import { withConflictRetry } from './retry.js';
-import { applyStockChanges, readStockRows, shortagesOf, type StockChange } from './stock.js';
+import { allocate, DEFAULT_SPLIT_POLICY } from './allocate.js';
+import { applyStockChanges, readLevels, type StockChange } from './stock.js';
 
 export interface PayInput {
   order: string;
@@ -113,36 +114,47 @@ const windowMissed = (order: OrderRow) =>
     { order_id: order.orderId },
   ).withRemedy('allow_late');
 
-/** A late payment on an already expired order: sell its lines again if stock allows, else exit 3. */
+/**
+ * A late payment on an already expired order: sell its lines again if stock allows (from
+ * where reserve would take them now, over levels locked in the canonical order), else exit 3.
+ */
 async function resellExpiredOrder(tx: Tx, orderId: string, actor: string): Promise<number> {
   const items = await rows<{ orderItemId: string; sku: string; quantity: number; productId: string; variantId: string | null }>(
     tx,
     sql`SELECT order_item_id AS "orderItemId", sku, quantity, product_id AS "productId", variant_id AS "variantId"
           FROM order_items WHERE order_id = ${orderId} ORDER BY sku`,
   );
-  const reservationIds = items.map(() => randomUUID());
+  const found = allocate(items, await readLevels(tx, items.map((i) => i.sku), { lock: true }), DEFAULT_SPLIT_POLICY);
+  if ('short' in found) throw new InsufficientStockError(found.short);
+  const itemOf = new Map(items.map((i) => [i.sku, i]));
+  const sold = found.allocations.map((a) => ({ ...a, item: itemOf.get(a.sku)!, reservationId: randomUUID() }));
   await execute(
     tx,
-    sql`INSERT INTO stock_reservations (reservation_id, order_id, order_item_id, product_id, variant_id, sku, quantity, expires_at, status)
-        SELECT x.reservation_id, ${orderId}::uuid, x.order_item_id, x.product_id, x.variant_id, x.sku, x.quantity, now(), 'converted'
+    sql`INSERT INTO stock_reservations (reservation_id, order_id, order_item_id, product_id, variant_id, sku, location, quantity, expires_at, status)
+        SELECT x.reservation_id, ${orderId}::uuid, x.order_item_id, x.product_id, x.variant_id, x.sku, x.location, x.quantity, now(), 'converted'
           FROM jsonb_to_recordset(${JSON.stringify(
-            items.map((i, n) => ({ reservation_id: reservationIds[n], order_item_id: i.orderItemId, product_id: i.productId, variant_id: i.variantId, sku: i.sku, quantity: i.quantity })),
-          )}::jsonb) AS x(reservation_id uuid, order_item_id uuid, product_id uuid, variant_id uuid, sku text, quantity int)`,
+            sold.map((s) => ({
+              reservation_id: s.reservationId,
+              order_item_id: s.item.orderItemId,
+              product_id: s.item.productId,
+              variant_id: s.item.variantId,
+              sku: s.sku,
+              location: s.location,
+              quantity: s.quantity,
+            })),
+          )}::jsonb) AS x(reservation_id uuid, order_item_id uuid, product_id uuid, variant_id uuid, sku text, location text, quantity int)`,
   );
-  const sale: StockChange[] = items.map((i, n) => ({
-    sku: i.sku,
-    stockDelta: -i.quantity,
+  const sale: StockChange[] = sold.map((s) => ({
+    sku: s.sku,
+    location: s.location,
+    stockDelta: -s.quantity,
     reservedDelta: 0,
     kind: 'sale',
     orderId,
-    reservationId: reservationIds[n],
+    reservationId: s.reservationId,
     reason: 'late payment',
   }));
-  // Guarded: the sale goes through whole or not at all. If it did not, yet the stock
-  // covers it now (units freed meanwhile), go again.
-  while ((await applyStockChanges(tx, sale, actor, { guard: true })).length === 0) {
-    const shortages = shortagesOf(items, await readStockRows(tx, items.map((i) => i.sku)));
-    if (shortages.length > 0) throw new InsufficientStockError(shortages);
-  }
+  // The levels are locked and covered the sale when allocated: it goes through whole.
+  await applyStockChanges(tx, sale, actor, { guard: true, locked: true });
   return sumUnits(items);
 }

@@ -6,12 +6,13 @@
 import { sql } from 'drizzle-orm';
 import { array, rows, type Tx } from '../db/query.js';
 import { RefusedError } from '../errors.js';
-import { applyStockChanges, lockStockRows, type MovementKind, type StockChange } from './stock.js';
+import { applyStockChanges, lockLevels, type MovementKind, type StockChange } from './stock.js';
 
 export interface ReservationRow {
   reservationId: string;
   orderId: string;
   sku: string;
+  location: string;
   quantity: number;
 }
 
@@ -31,7 +32,7 @@ export async function releaseReservations(
     tx,
     sql`UPDATE stock_reservations SET status = ${to.status}, released_at = now(), updated_at = now()
          WHERE order_id = ANY(${array(orderIds)}::uuid[]) AND status = 'active'
-     RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, quantity`,
+     RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, location, quantity`,
   );
   await moveReservedUnits(tx, released, { stockSign: 0, kind: to.kind, reason: to.reason, actor: to.actor });
   return released;
@@ -43,7 +44,7 @@ export async function convertReservations(tx: Tx, orderId: string, actor: string
     tx,
     sql`UPDATE stock_reservations SET status = 'converted', updated_at = now()
          WHERE order_id = ${orderId} AND status = 'active'
-     RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, quantity`,
+     RETURNING reservation_id AS "reservationId", order_id AS "orderId", sku, location, quantity`,
   );
   await moveReservedUnits(tx, converted, { stockSign: -1, kind: 'sale', reason, actor });
   return converted;
@@ -57,12 +58,12 @@ export async function restockSoldUnits(tx: Tx, orderIds: string[], reason: strin
   if (orderIds.length === 0) return [];
   const sold = await rows<ReservationRow>(
     tx,
-    sql`SELECT reservation_id AS "reservationId", order_id AS "orderId", sku, quantity FROM stock_reservations
-         WHERE order_id = ANY(${array(orderIds)}::uuid[]) AND status = 'converted' ORDER BY sku`,
+    sql`SELECT reservation_id AS "reservationId", order_id AS "orderId", sku, location, quantity FROM stock_reservations
+         WHERE order_id = ANY(${array(orderIds)}::uuid[]) AND status = 'converted' ORDER BY sku, location`,
   );
   await applyStockChanges(
     tx,
-    sold.map((s) => ({ sku: s.sku, stockDelta: s.quantity, reservedDelta: 0, kind: 'restock', orderId: s.orderId, reservationId: s.reservationId, reason })),
+    sold.map((s) => ({ sku: s.sku, location: s.location, stockDelta: s.quantity, reservedDelta: 0, kind: 'restock', orderId: s.orderId, reservationId: s.reservationId, reason })),
     actor,
   );
   return sold;
@@ -76,6 +77,7 @@ async function moveReservedUnits(
   if (reservations.length === 0) return;
   const moves: StockChange[] = reservations.map((r) => ({
     sku: r.sku,
+    location: r.location,
     stockDelta: how.stockSign * r.quantity,
     reservedDelta: -r.quantity,
     kind: how.kind,
@@ -94,26 +96,29 @@ async function moveReservedUnits(
  * they are gone, it is refused. Locks the rows (canonical order) for the change that follows.
  */
 async function unheldUnits(tx: Tx, reservations: ReservationRow[], sale: boolean): Promise<StockChange[]> {
-  const moving = new Map<string, { units: number; orders: Set<string> }>();
+  const moving = new Map<string, { sku: string; location: string; units: number; orders: Set<string> }>();
   for (const r of reservations) {
-    const m = moving.get(r.sku) ?? { units: 0, orders: new Set<string>() };
+    const key = `${r.sku}\u0000${r.location}`;
+    const m = moving.get(key) ?? { sku: r.sku, location: r.location, units: 0, orders: new Set<string>() };
     m.units += r.quantity;
     m.orders.add(r.orderId);
-    moving.set(r.sku, m);
+    moving.set(key, m);
   }
   const repairs: StockChange[] = [];
-  for (const row of await lockStockRows(tx, [...moving.keys()])) {
-    const { units, orders } = moving.get(row.sku)!;
+  for (const row of await lockLevels(tx, [...moving.values()])) {
+    const { units, orders } = moving.get(`${row.sku}\u0000${row.location}`)!;
+    const where = `${row.sku} at ${row.location}`;
     if (sale && row.stockQuantity < units) {
       throw new RefusedError(
-        `Cannot sell ${units} unit(s) of ${row.sku}: only ${row.stockQuantity} on hand, fewer than its active reservations hold (its stock was changed outside stockctl); put the units back on hand, or cancel the order.`,
+        `Cannot sell ${units} unit(s) of ${where}: only ${row.stockQuantity} on hand, fewer than its active reservations hold (its stock was changed outside stockctl); put the units back on hand, or cancel the order.`,
         'reservations_exceed_on_hand',
-        { sku: row.sku, stock_quantity: row.stockQuantity, requested: units },
+        { sku: row.sku, location: row.location, stock_quantity: row.stockQuantity, requested: units },
       );
     }
     if (row.reservedStock >= units) continue;
     repairs.push({
       sku: row.sku,
+      location: row.location,
       stockDelta: 0,
       reservedDelta: units - row.reservedStock,
       kind: 'repair',

@@ -228,9 +228,9 @@ export async function metricFamilies(db: Db, opts: MetricsOptions): Promise<Metr
     opts.maxSkus > 0
       ? rows<{ sku: string; available: number }>(
           db,
-          sql`SELECT sku, (stock_quantity - reserved_stock)::int AS available FROM stock_items
+          sql`SELECT sku, available FROM stock_items
                WHERE NOT sku LIKE ANY(${array(except)}::text[])
-               ORDER BY stock_quantity - reserved_stock, sku LIMIT ${opts.maxSkus}`,
+               ORDER BY available, sku LIMIT ${opts.maxSkus}`,
         )
       : Promise.resolve([]),
   ]);
@@ -337,8 +337,8 @@ export async function evaluateAlerts(db: Db, t: AlertThresholds, scope: AlertSco
       ? []
       : await rows<{ sku: string; available: number }>(
           db,
-          sql`SELECT sku, (stock_quantity - reserved_stock)::int AS available FROM stock_items
-               WHERE stock_quantity - reserved_stock <= ${t.lowStock} AND NOT sku LIKE ANY(${array(except)}::text[])
+          sql`SELECT sku, available FROM stock_items
+               WHERE available <= ${t.lowStock} AND NOT sku LIKE ANY(${array(except)}::text[])
                ORDER BY sku LIMIT 100`,
         );
   const conflict = hour.conflict_rate ?? 0;

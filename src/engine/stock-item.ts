@@ -8,7 +8,10 @@ export interface StockItem {
   name: string;
   stock_quantity: number;
   reserved_stock: number;
+  /** Summed over the active locations, each clamped at 0. */
   available: number;
+  /** On their way from another location (transfers): never available. */
+  incoming: number;
   version: number;
   in_stock: boolean;
 }

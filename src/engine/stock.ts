@@ -5,7 +5,7 @@
  * can never disagree.
  */
 import { sql, type SQL } from 'drizzle-orm';
-import { array, rows, type Tx } from '../db/query.js';
+import { array, execute, rows, type Tx } from '../db/query.js';
 import { NotFoundError, type Shortage } from '../errors.js';
 import type { OrderLine } from './input.js';
 import { STOCK_CHANNEL } from './stock-events.js';
@@ -20,20 +20,30 @@ export type MovementKind =
   | 'sale'
   | 'restock'
   | 'repair'
-  | 'drift';
+  | 'drift'
+  | 'transfer_out'
+  | 'transfer_in'
+  | 'transfer_receive'
+  | 'transfer_cancel';
 
+/** A change of one stock level: a SKU at a location. */
 export interface StockChange {
   sku: string;
+  location: string;
   stockDelta: number;
   reservedDelta: number;
+  /** Units on their way to this location (transfers); never available. */
+  incomingDelta?: number;
   kind: MovementKind;
   orderId?: string | null;
   reservationId?: string | null;
+  transferId?: number | null;
   reason?: string | null;
-  /** Optimistic strategy: apply only if the row is still at this version. */
+  /** Optimistic strategy: apply only if the level is still at this version. */
   expectedVersion?: number | null;
 }
 
+/** A SKU with its stock summed over its locations (the stock_items view). */
 export interface StockRow {
   productId: string;
   variantId: string | null;
@@ -42,57 +52,96 @@ export interface StockRow {
   price: number;
   stockQuantity: number;
   reservedStock: number;
+  incoming: number;
+  /** Summed over active locations, each clamped at 0. */
+  available: number;
   version: number;
   inStock: boolean;
+  /** How many locations hold a level of it. */
+  locations: number;
 }
 
-export const availableUnits = (row: Pick<StockRow, 'stockQuantity' | 'reservedStock'>) =>
-  row.stockQuantity - row.reservedStock;
+/** One SKU at one location, with what reserve needs to know of the location. */
+export interface LevelRow {
+  productId: string;
+  variantId: string | null;
+  sku: string;
+  location: string;
+  stockQuantity: number;
+  reservedStock: number;
+  incoming: number;
+  version: number;
+  priority: number;
+  active: boolean;
+}
 
-/** The StockRow columns; products have no variant_id column of their own. */
-const stockRowColumns = (variantId = 'variant_id') =>
-  sql.raw(`product_id AS "productId", ${variantId} AS "variantId", sku, name, price,
-  stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", version, in_stock AS "inStock"`);
+/** Units a level (or a SKU's totals) can still sell: never below 0. */
+export const availableUnits = (row: Pick<StockRow, 'available'> | Pick<LevelRow, 'stockQuantity' | 'reservedStock'>) =>
+  'available' in row ? row.available : Math.max(0, row.stockQuantity - row.reservedStock);
 
-/** Read stock rows by SKU (no lock), in SKU order. */
+const stockRowColumns = sql.raw(`product_id AS "productId", variant_id AS "variantId", sku, name, price,
+  stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", incoming, available, version,
+  in_stock AS "inStock", locations`);
+
+/** Read SKUs' totals (no lock), in SKU order. */
 export async function readStockRows(tx: Tx, skus?: string[]): Promise<StockRow[]> {
   const where = skus ? sql`WHERE sku = ANY(${array(skus)}::text[])` : sql``;
-  return rows<StockRow>(tx, sql`SELECT ${stockRowColumns()} FROM stock_items ${where} ORDER BY sku`);
+  return rows<StockRow>(tx, sql`SELECT ${stockRowColumns} FROM stock_items ${where} ORDER BY sku`);
+}
+
+const levelColumns = sql.raw(`l.product_id AS "productId", l.variant_id AS "variantId", l.sku, l.location,
+  l.stock_quantity AS "stockQuantity", l.reserved_stock AS "reservedStock", l.incoming, l.version,
+  loc.priority, loc.active`);
+
+/**
+ * The levels of these SKUs, in the one canonical order (sku, location); with `lock`,
+ * locked in that order, so that two transactions touching the same levels queue instead of
+ * deadlocking. NO KEY UPDATE, not UPDATE: an order line's foreign key holds KEY SHARE on its
+ * product, and the locations' rows are not locked at all (a reserve never waits for
+ * `location set`). `locations` narrows them to those locations.
+ */
+export async function readLevels(tx: Tx, skus: string[], opts: { lock?: boolean; locations?: string[] } = {}): Promise<LevelRow[]> {
+  const at = opts.locations ? sql`AND l.location = ANY(${array(opts.locations)}::text[])` : sql``;
+  return rows<LevelRow>(
+    tx,
+    sql`SELECT ${levelColumns} FROM stock_levels l JOIN locations loc ON loc.code = l.location
+         WHERE l.sku = ANY(${array([...new Set(skus)])}::text[]) ${at}
+         ORDER BY l.sku, l.location ${opts.lock ? sql`FOR NO KEY UPDATE OF l` : sql``}`,
+  );
+}
+
+/** Lock exactly these levels, in the canonical order (see readLevels). */
+export async function lockLevels(tx: Tx, keys: { sku: string; location: string }[]): Promise<LevelRow[]> {
+  const unique = [...new Map(keys.map((k) => [`${k.sku}\u0000${k.location}`, k])).values()];
+  return rows<LevelRow>(
+    tx,
+    sql`SELECT ${levelColumns}
+          FROM stock_levels l JOIN locations loc ON loc.code = l.location
+          JOIN jsonb_to_recordset(${JSON.stringify(unique)}::jsonb) AS k(sku text, location text)
+            ON k.sku = l.sku AND k.location = l.location
+         ORDER BY l.sku, l.location FOR NO KEY UPDATE OF l`,
+  );
 }
 
 /**
- * Lock stock rows in the one canonical order (products before variants, each by SKU),
- * so that two transactions touching the same rows queue instead of deadlocking. NO KEY
- * UPDATE, not UPDATE: an order line's foreign key holds KEY SHARE on its stock row, and
- * FOR UPDATE would deadlock against other buyers' inserts.
+ * Make sure a level exists for this SKU at this location (0 of everything if new), and
+ * lock it. The SKU must name a stock row (exit 4 otherwise).
  */
-export async function lockStockRows(tx: Tx, skus: string[]): Promise<StockRow[]> {
-  const list = sql`${array([...new Set(skus)])}::text[]`;
-  const products = await rows<StockRow>(
-    tx,
-    sql`SELECT ${stockRowColumns('NULL::uuid')}
-          FROM products p
-         WHERE sku = ANY(${list})
-           AND NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
-         ORDER BY sku FOR NO KEY UPDATE`,
-  );
-  if (products.length === new Set(skus).size) return products;
-  const variants = await rows<StockRow>(
-    tx,
-    sql`SELECT ${stockRowColumns()}
-          FROM product_variants WHERE sku = ANY(${list}) ORDER BY sku FOR NO KEY UPDATE`,
-  );
-  return [...products, ...variants];
-}
-
-/** Lock one stock row, or fail naming the SKU (exit 4; a product with variants is named with them). */
-export async function lockStockRow(tx: Tx, sku: string): Promise<StockRow> {
-  const [row] = await lockStockRows(tx, [sku]);
-  if (!row) {
+export async function ensureLevel(tx: Tx, sku: string, location: string): Promise<LevelRow> {
+  const [existing] = await lockLevels(tx, [{ sku, location }]);
+  if (existing) return existing;
+  const [item] = await readStockRows(tx, [sku]);
+  if (!item) {
     await refuseProductsWithVariants(tx, [sku]);
     throw unknownSku(sku);
   }
-  return row;
+  await execute(
+    tx,
+    sql`INSERT INTO stock_levels (sku, location, product_id, variant_id)
+        VALUES (${sku}, ${location}, ${item.productId}, ${item.variantId}) ON CONFLICT DO NOTHING`,
+  );
+  const [created] = await lockLevels(tx, [{ sku, location }]);
+  return created;
 }
 
 /** Which of these SKUs do not name a stock row, and why: always throws. */
@@ -139,20 +188,23 @@ export function unknownSku(sku: string): NotFoundError {
   return new NotFoundError(`No stock row has SKU "${sku}".`, 'sku_not_found', { sku }).withRemedy('list_stock');
 }
 
-/** The lines these stock rows cannot cover, each with what was asked and what is available. */
+/** The lines these SKUs' totals cannot cover, each with what was asked and what is available. */
 export function shortagesOf(lines: OrderLine[], stock: StockRow[]): Shortage[] {
   const bySku = new Map(stock.map((r) => [r.sku, r]));
   return lines
-    .map((l) => ({ sku: l.sku, requested: l.quantity, available: Math.max(0, availableUnits(bySku.get(l.sku)!)) }))
+    .map((l) => ({ sku: l.sku, requested: l.quantity, available: availableUnits(bySku.get(l.sku)!) }))
     .filter((s) => s.available < s.requested);
 }
 
+/** A level as a stock change left it. */
 export interface AppliedRow {
   productId: string;
   variantId: string | null;
   sku: string;
+  location: string;
   stockQuantity: number;
   reservedStock: number;
+  incoming: number;
   version: number;
   inStock: boolean;
 }
@@ -165,9 +217,9 @@ export interface AfterStockChange {
 
 /**
  * Apply stock changes in one statement: counters summed per stock row and one ledger row
- * per change, so the two can never disagree. Changes to several rows lock those rows in
- * the canonical order first (see lockStockRows): one UPDATE locks its rows in no
- * particular order, and two such changes could deadlock.
+ * per change, so the two can never disagree. Changes to several levels lock them in the
+ * canonical order first (see readLevels): one UPDATE locks its rows in no particular
+ * order, and two such changes could deadlock.
  *
  * With `guard`, the change applies whole or not at all: if any row's available units
  * would go negative (or, for optimistic changes, its version moved), nothing changes
@@ -182,9 +234,9 @@ export async function applyStockChanges(
 ): Promise<AppliedRow[]> {
   return applyStockChangesThen<AppliedRow>(tx, changes, actor, opts, {
     with: sql``,
-    select: sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, stock_quantity AS "stockQuantity",
-                       reserved_stock AS "reservedStock", version, in_stock AS "inStock"
-                  FROM done`,
+    select: sql`SELECT product_id AS "productId", variant_id AS "variantId", sku, location, stock_quantity AS "stockQuantity",
+                       reserved_stock AS "reservedStock", incoming, version, in_stock AS "inStock"
+                  FROM done ORDER BY sku, location`,
   });
 }
 
@@ -193,8 +245,8 @@ export async function applyStockChanges(
  * for the duration of one statement. `after.with` continues the WITH list (it starts
  * with a comma) and may read `done`, the rows actually changed.
  *
- * `locked`: the caller has already locked every one of these rows with lockStockRows in
- * this same transaction (reserve's `locking` strategy), so they are not locked again.
+ * `locked`: the caller has already locked every one of these levels in this same
+ * transaction (readLevels or lockLevels), so they are not locked again.
  */
 export async function applyStockChangesThen<T>(
   tx: Tx,
@@ -204,20 +256,27 @@ export async function applyStockChangesThen<T>(
   after: AfterStockChange,
 ): Promise<T[]> {
   if (changes.length === 0) return [];
-  const skus = [...new Set(changes.map((c) => c.sku))];
-  if (skus.length > 1 && !opts.locked) await lockStockRows(tx, skus);
-  return rows<T>(tx, sql`WITH ${stockChangeCtes(changes, actor, { guard: opts.guard, whole: opts.guard && skus.length > 1 })}
+  const levels = new Set(changes.map((c) => `${c.sku}\u0000${c.location}`)).size;
+  if (levels > 1 && !opts.locked) await lockLevels(tx, changes);
+  return rows<T>(tx, sql`WITH ${stockChangeCtes(changes, actor, { guard: opts.guard, whole: opts.guard && levels > 1 })}
                          ${after.with}
                          ${after.select}`);
 }
 
 /**
- * The stock change read from a SELECT of the statement itself (see ChangeSource), with
- * no guard: the statement decided what fits with the rows locked, and the CHECK
- * constraints refuse the whole statement if it were ever wrong.
+ * The stock change read from a SELECT of the statement itself (see ChangeSource). Without
+ * `guard` (batched reserve), the statement decided what fits with the levels locked, and
+ * the CHECK constraints refuse the whole statement if it were ever wrong; with it (one
+ * level only), a level that cannot take the change is left alone.
  */
-export async function applyStockChangesFrom<T>(tx: Tx, source: ChangeSource, actor: string, after: AfterStockChange): Promise<T[]> {
-  return rows<T>(tx, sql`WITH ${stockChangeCtesFrom(source.before, source.select, actor, {})}
+export async function applyStockChangesFrom<T>(
+  tx: Tx,
+  source: ChangeSource,
+  actor: string,
+  after: AfterStockChange,
+  opts: { guard?: boolean } = {},
+): Promise<T[]> {
+  return rows<T>(tx, sql`WITH ${stockChangeCtesFrom(source.before, source.select, actor, { guard: opts.guard })}
                          ${after.with}
                          ${after.select}`);
 }
@@ -230,11 +289,14 @@ function stockChangeCtes(changes: StockChange[], actor: string, opts: { guard?: 
   const payload = JSON.stringify(
     changes.map((c) => ({
       sku: c.sku,
+      location: c.location,
       stock_delta: c.stockDelta,
       reserved_delta: c.reservedDelta,
+      incoming_delta: c.incomingDelta ?? 0,
       kind: c.kind,
       order_id: c.orderId ?? null,
       reservation_id: c.reservationId ?? null,
+      transfer_id: c.transferId ?? null,
       reason: c.reason ?? null,
       expected_version: c.expectedVersion ?? null,
     })),
@@ -243,16 +305,16 @@ function stockChangeCtes(changes: StockChange[], actor: string, opts: { guard?: 
   // default estimate is 100 rows): for a few, it looks each stock row up by its SKU's index
   // instead of scanning the whole catalogue in a hash join.
   return stockChangeCtesFrom(sql``, sql`SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS x(
-            sku text, stock_delta int, reserved_delta int, kind text, order_id uuid,
-            reservation_id uuid, reason text, expected_version int, actor text)
+            sku text, location text, stock_delta int, reserved_delta int, incoming_delta int, kind text,
+            order_id uuid, reservation_id uuid, transfer_id bigint, reason text, expected_version int, actor text)
           LIMIT ${sql.raw(String(changes.length))}`, actor, opts);
 }
 
 /**
  * Changes read from a SELECT of the statement itself (batched reserve: the buyers it
  * serves), with CTEs of its own before (each ending with a comma). The SELECT yields
- * ch's columns: sku, stock_delta, reserved_delta, kind, order_id, reservation_id,
- * reason, expected_version, actor.
+ * ch's columns: sku, location, stock_delta, reserved_delta, incoming_delta, kind,
+ * order_id, reservation_id, transfer_id, reason, expected_version, actor.
  */
 export interface ChangeSource {
   before: SQL;
@@ -260,39 +322,39 @@ export interface ChangeSource {
 }
 
 function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { guard?: boolean; whole?: boolean }): SQL {
-  // The guard is the spec's "WHERE stock_quantity - reserved_stock >= q": a row that
+  // The guard is "WHERE stock_quantity - reserved_stock >= q" at the level: a level that
   // cannot take the change is left alone (absent from `done`) instead of raising.
   const fits = (a: string) => `${a}.stock_quantity + agg.sd >= ${a}.reserved_stock + agg.rd
+                 AND ${a}.incoming + agg.id >= 0
                  AND (agg.ev IS NULL OR ${a}.version = agg.ev)`;
-  // Several rows, already locked by this transaction: `fit` reads their current values, so
-  // no row is changed unless every row can be (a single row needs no such gate).
-  const guard = (a: string) => (opts.guard ? `AND ${fits(a)}${opts.whole ? ' AND (SELECT every_row FROM fit)' : ''}` : '');
+  // Several levels, already locked by this transaction: `fit` reads their current values,
+  // so no level is changed unless every level can be (a single one needs no such gate).
+  const guard = opts.guard ? `AND ${fits('l')}${opts.whole ? ' AND (SELECT every_row FROM fit)' : ''}` : '';
   const fit = opts.whole
     ? sql.raw(`fit AS (
           SELECT count(*) = (SELECT count(*) FROM agg) AS every_row
-            FROM agg JOIN stock_items s ON s.sku = agg.sku WHERE ${fits('s')}
+            FROM agg JOIN stock_levels l ON l.sku = agg.sku AND l.location = agg.location WHERE ${fits('l')}
         ),`)
     : sql``;
-  // The same change for both kinds of stock row: a product without variants, or a variant.
-  const update = (table: string, a: string, variantId: string, only = '') =>
-    sql.raw(`UPDATE ${table} ${a}
-             SET stock_quantity = ${a}.stock_quantity + agg.sd, reserved_stock = ${a}.reserved_stock + agg.rd,
-                 version = ${a}.version + 1, updated_at = now()
-            FROM agg
-           WHERE ${a}.sku = agg.sku ${guard(a)} ${only}
-          RETURNING ${a}.product_id, ${variantId} AS variant_id, ${a}.sku, ${a}.name, ${a}.price, ${a}.stock_quantity,
-                    ${a}.reserved_stock, ${a}.version, ${a}.in_stock`);
   return sql`${before} ch AS (
           ${source}
         ), agg AS (
-          SELECT sku, sum(stock_delta)::int AS sd, sum(reserved_delta)::int AS rd, max(expected_version) AS ev
-            FROM ch GROUP BY sku
+          SELECT sku, location, sum(stock_delta)::int AS sd, sum(reserved_delta)::int AS rd,
+                 sum(incoming_delta)::int AS id, max(expected_version) AS ev
+            FROM ch GROUP BY sku, location
         ), ${fit} up AS (
-          ${update('products', 'p', 'NULL::uuid', 'AND NOT EXISTS (SELECT 1 FROM product_variants pv WHERE pv.product_id = p.product_id)')}
-        ), uv AS (
-          ${update('product_variants', 'v', 'v.variant_id')}
+          UPDATE stock_levels l
+             SET stock_quantity = l.stock_quantity + agg.sd, reserved_stock = l.reserved_stock + agg.rd,
+                 incoming = l.incoming + agg.id, version = l.version + 1, updated_at = now()
+            FROM agg
+           WHERE l.sku = agg.sku AND l.location = agg.location ${sql.raw(guard)}
+          RETURNING l.product_id, l.variant_id, l.sku, l.location, l.stock_quantity, l.reserved_stock,
+                    l.incoming, l.version, l.in_stock
         ), changed AS (
-          SELECT * FROM up UNION ALL SELECT * FROM uv
+          -- The name and price a reserve's order lines are written with.
+          SELECT up.*, coalesce(v.name, p.name) AS name, coalesce(v.price, p.price) AS price
+            FROM up JOIN products p ON p.product_id = up.product_id
+            LEFT JOIN product_variants v ON v.variant_id = up.variant_id
         ), listening AS (
           -- Read once, after a row changed (this transaction has its id by then: the
           -- subquery runs for the changed row), as the count is now, not as this
@@ -300,20 +362,23 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
           SELECT (SELECT live.last_value > 0 FROM stock_listeners_live live WHERE one.changed) AS yes
             FROM (SELECT true AS changed FROM changed LIMIT 1) one
         ), done AS (
-          -- While someone listens, each changed row is announced, as a stock --json item, to
-          -- LISTEN on STOCK_CHANNEL; PostgreSQL delivers it only if and when this commits.
-          -- Nobody listening, no NOTIFY: a notifying commit takes a lock every other one waits for.
+          -- While someone listens, each changed level is announced to LISTEN on
+          -- STOCK_CHANNEL; PostgreSQL delivers it only if and when this commits. Nobody
+          -- listening, no NOTIFY: a notifying commit takes a lock every other one waits for.
           SELECT c.*, CASE WHEN l.yes THEN pg_notify(${STOCK_CHANNEL}::text, json_build_object(
-                   'sku', c.sku, 'name', c.name, 'stock_quantity', c.stock_quantity,
-                   'reserved_stock', c.reserved_stock, 'available', c.stock_quantity - c.reserved_stock,
+                   'sku', c.sku, 'name', c.name, 'location', c.location,
+                   'location_active', (SELECT loc.active FROM locations loc WHERE loc.code = c.location),
+                   'stock_quantity', c.stock_quantity, 'reserved_stock', c.reserved_stock,
+                   'incoming', c.incoming, 'available', c.stock_quantity - c.reserved_stock,
                    'version', c.version, 'in_stock', c.in_stock)::text) END AS notified
             FROM changed c CROSS JOIN listening l
         ), mv AS (
           INSERT INTO stock_movements
-                 (product_id, variant_id, sku, kind, stock_delta, reserved_delta, order_id, reservation_id, actor, reason)
-          SELECT d.product_id, d.variant_id, ch.sku, ch.kind, ch.stock_delta, ch.reserved_delta,
-                 ch.order_id, ch.reservation_id, coalesce(ch.actor, ${actor}), ch.reason
-            FROM ch JOIN done d ON d.sku = ch.sku
+                 (product_id, variant_id, sku, location, kind, stock_delta, reserved_delta, incoming_delta,
+                  order_id, reservation_id, transfer_id, actor, reason)
+          SELECT d.product_id, d.variant_id, ch.sku, ch.location, ch.kind, ch.stock_delta, ch.reserved_delta,
+                 ch.incoming_delta, ch.order_id, ch.reservation_id, ch.transfer_id, coalesce(ch.actor, ${actor}), ch.reason
+            FROM ch JOIN done d ON d.sku = ch.sku AND d.location = ch.location
            -- Ledger rows only when every change applied.
            WHERE (SELECT count(*) FROM done) = (SELECT count(*) FROM agg)
         )`;

@@ -261,7 +261,7 @@ export async function checkChaosRun(
   if (!run.mix && ledger.refusedSkus.size > 0) {
     const left = await rows<{ sku: string; available: number }>(
       checker.db,
-      sql`SELECT sku, stock_quantity - reserved_stock AS available FROM products WHERE sku = ANY(${array([...ledger.refusedSkus])}::text[])`,
+      sql`SELECT sku, available FROM stock_items WHERE sku = ANY(${array([...ledger.refusedSkus])}::text[])`,
     );
     for (const s of left.filter((s) => s.available >= quantity)) {
       violations.push({ kind: 'false_rejection', sku: s.sku, message: `${s.sku}: buyers were refused for stock, yet ${s.available} units are still available` });

@@ -131,6 +131,8 @@ export async function removeRuns(database: Database, runId: string): Promise<Rem
     await execute(tx, sql`DELETE FROM order_status_history WHERE ${inOrders}`);
     await execute(tx, sql`DELETE FROM order_items WHERE ${inOrders}`);
     await execute(tx, sql`DELETE FROM orders WHERE ${inOrders}`);
+    await execute(tx, sql`DELETE FROM transfers WHERE ${removable(sql`sku`)}`);
+    await execute(tx, sql`DELETE FROM stock_levels WHERE ${removable(sql`sku`)}`);
     const variants = await deleted(sql`product_variants`, removable(sql`sku`));
     const products = await deleted(
       sql`products p`,

@@ -376,7 +376,7 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
                (SELECT coalesce(sum(reserved_delta), 0)::int FROM stock_movements WHERE sku LIKE ${like}) AS ledger_reserved,
                (SELECT coalesce(sum(stock_delta), 0)::int FROM stock_movements WHERE sku LIKE ${like}) AS ledger_on_hand,
                (SELECT coalesce(sum(quantity), 0)::int FROM stock_reservations WHERE sku LIKE ${like} AND status = 'active') AS active
-          FROM products WHERE sku LIKE ${like}`,
+          FROM stock_levels WHERE sku LIKE ${like}`,
   );
   const capacity = cfg.stock * cfg.skus;
   const sold = capacity - units.stock;

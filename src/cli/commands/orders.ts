@@ -16,6 +16,8 @@ import { withRetryFlags } from '../../engine/settings.js';
 import { formatWindow, resolvePaymentWindow } from '../../engine/windows.js';
 import { InvalidInputError, StockctlError } from '../../errors.js';
 import type { Strategy } from '../../engine/orders.js';
+import { parseLocationCode } from '../../engine/locations.js';
+import type { SplitPolicy } from '../../engine/names.js';
 import { cliMessage } from '../wording.js';
 
 function span(seconds: number): string {
@@ -40,6 +42,14 @@ function windowLabel(o: { payment_method: string | null; priority: string | null
   return text && `${text.charAt(0).toUpperCase()}${text.slice(1)}`;
 }
 
+/** "Held at STORE1", or each line's split ("TEE: 2 at WH1, 1 at STORE1"); nothing when all is at `default`. */
+function allocationsLabel(items: { sku: string; allocations: { location: string; quantity: number }[] }[]): string {
+  const places = new Set(items.flatMap((i) => i.allocations.map((a) => a.location)));
+  if (places.size === 0 || (places.size === 1 && places.has('default'))) return '';
+  if (places.size === 1) return `Held at ${[...places][0]}.`;
+  return `Held at: ${items.map((i) => `${i.sku}: ${i.allocations.map((a) => `${a.quantity} at ${a.location}`).join(', ')}`).join('; ')}.`;
+}
+
 /** The payment status that each order status implies; `orders show` names it only when it differs. */
 const IMPLIED_PAYMENT: Record<string, string> = { pending: 'awaiting', paid: 'paid', processing: 'paid', fulfilled: 'paid', shipped: 'paid', delivered: 'paid' };
 
@@ -53,6 +63,8 @@ export async function reserve(
     paymentMethod?: string;
     priority?: string;
     strategy?: Strategy;
+    location?: string;
+    split?: SplitPolicy;
     maxRetries?: string;
     retryBackoff?: string;
   },
@@ -71,6 +83,8 @@ export async function reserve(
     paymentMethod: window.paymentMethod,
     priority: window.priority,
     strategy: flags.strategy,
+    location: flags.location === undefined ? undefined : parseLocationCode(flags.location),
+    split: flags.split ?? ctx.config.splitPolicy,
     actor: ctx.config.actor,
   };
   const { db } = await ctx.openDb({ application: 'stockctl-reserve', max: 1 });
@@ -81,6 +95,8 @@ export async function reserve(
     const what = order.items.map((i) => `${i.sku}×${i.quantity}`).join(', ');
     if (order.replay) ctx.out.line(`Order ${chalk.bold(order.order_id)} already exists for ref ${order.ref} (${order.status}); nothing more reserved.`);
     else ctx.out.line(`Reserved ${what} as order ${chalk.bold(order.order_id)}${order.ref ? ` (ref ${order.ref})` : ''}, total ${formatPrice(order.total)}.`);
+    const where = allocationsLabel(order.items);
+    if (where) ctx.out.line(where);
     const how = windowLabel(order);
     if (how && order.payment_window_seconds !== null) ctx.out.line(`${how}: a ${formatWindow(order.payment_window_seconds)} window to pay.`);
     if (order.status === 'pending') ctx.out.line(`Pay before ${order.payment_expires_at}: stockctl pay ${order.ref ?? order.order_id}`);

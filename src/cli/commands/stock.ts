@@ -1,7 +1,8 @@
 import type { CommandContext } from '../run.js';
 import { InvalidInputError } from '../../errors.js';
 import { parseDelta, parseSku, parseStockLevel, parseText } from '../../engine/input.js';
-import type { StockChangeResult } from '../../engine/catalogue.js';
+import type { LevelItem, StockChangeResult, StockItemByLocation } from '../../engine/catalogue.js';
+import { parseLocationCode } from '../../engine/locations.js';
 import type { StockItem } from '../../engine/stock-item.js';
 
 function renderStock(ctx: CommandContext, items: StockItem[]): string {
@@ -22,13 +23,50 @@ function renderStock(ctx: CommandContext, items: StockItem[]): string {
   );
 }
 
-export async function show(ctx: CommandContext, skuArgs: string[], flags: { low?: string; watch?: boolean }) {
+/** Each SKU at each location (`--by-location`), or at one (`--location`). */
+function renderLevels(ctx: CommandContext, levels: LevelItem[]): string {
+  const { chalk } = ctx.out;
+  if (levels.length === 0) return 'No stock levels match.';
+  return ctx.out.table(
+    ['SKU', 'Name', 'Location', 'On hand', 'Reserved', 'Incoming', 'Available', 'Version'],
+    levels.map((l) => [
+      l.sku,
+      l.name,
+      l.active ? l.location : `${l.location} ${chalk.dim('(inactive)')}`,
+      l.stock_quantity,
+      l.reserved_stock,
+      l.incoming,
+      l.available > 0 ? l.available : chalk.red(String(l.available)),
+      l.version,
+    ]),
+    { align: ['left', 'left', 'left', 'right', 'right', 'right', 'right', 'right'] },
+  );
+}
+
+export async function show(ctx: CommandContext, skuArgs: string[], flags: { low?: string; watch?: boolean; byLocation?: boolean; location?: string }) {
   const skus = skuArgs.map(parseSku);
   const low = flags.low === undefined ? undefined : parseStockLevel(flags.low, '--low value');
-  if (flags.watch) return watch(ctx, { skus, low });
+  const location = flags.location === undefined ? undefined : parseLocationCode(flags.location);
+  if (flags.watch) {
+    if (location !== undefined || flags.byLocation) throw new InvalidInputError('stock --watch shows the totals: leave out --location and --by-location.');
+    return watch(ctx, { skus, low });
+  }
+  if (location !== undefined && flags.byLocation) throw new InvalidInputError('Give --by-location or --location, not both.');
   const { db } = await ctx.openDb({ application: 'stockctl-stock' });
-  const { listStock } = await import('../../engine/catalogue.js');
+  const { listStock, listLevels, withLevels } = await import('../../engine/catalogue.js');
+  if (location !== undefined) {
+    const { findLocation } = await import('../../engine/locations.js');
+    await findLocation(db, location);
+    if (skus.length > 0) await listStock(db, { skus });
+    const levels = (await listLevels(db, { skus, location })).filter((l) => low === undefined || l.available <= low);
+    return ctx.out.result({ location, items: levels }, () => ctx.out.line(renderLevels(ctx, levels)));
+  }
   const items = await listStock(db, { skus, low });
+  if (flags.byLocation) {
+    const byLocation: StockItemByLocation[] = await withLevels(db, items);
+    const levels = byLocation.flatMap((i) => i.levels.map((l) => ({ sku: i.sku, name: i.name, ...l })));
+    return ctx.out.result({ items: byLocation }, () => ctx.out.line(`${renderStock(ctx, items)}\n${renderLevels(ctx, levels)}`));
+  }
   ctx.out.result({ items }, () => ctx.out.line(renderStock(ctx, items)));
 }
 
@@ -115,26 +153,30 @@ async function watch(ctx: CommandContext, filter: { skus: string[]; low?: number
   }
 }
 
-function renderChange(ctx: CommandContext, r: StockChangeResult) {
+function renderChange(ctx: CommandContext, r: StockChangeResult, named: boolean) {
+  const what = named ? `${r.sku} at ${r.location}` : r.sku;
   ctx.out.result(r, () => {
-    if (!r.changed) ctx.out.line(`${r.sku} already has ${r.stock_quantity} on hand; nothing changed.`);
+    if (!r.changed) ctx.out.line(`${what} already has ${r.stock_quantity} on hand; nothing changed.`);
     else
       ctx.out.line(
-        `${r.sku}: on hand ${r.previous_stock_quantity} → ${r.stock_quantity} (reserved ${r.reserved_stock}, available ${r.available}, version ${r.version}).`,
+        `${what}: on hand ${r.previous_stock_quantity} → ${r.stock_quantity} (reserved ${r.reserved_stock}, available ${r.available}, version ${r.version}).`,
       );
   });
 }
 
-export async function set(ctx: CommandContext, skuArg: string, qtyArg: string, flags: { reason?: string }) {
-  const input = { sku: parseSku(skuArg), quantity: parseStockLevel(qtyArg), reason: parseText(flags.reason, 'reason'), actor: ctx.config.actor };
+
+export async function set(ctx: CommandContext, skuArg: string, qtyArg: string, flags: { reason?: string; location?: string }) {
+  const location = flags.location === undefined ? undefined : parseLocationCode(flags.location);
+  const input = { sku: parseSku(skuArg), quantity: parseStockLevel(qtyArg), location, reason: parseText(flags.reason, 'reason'), actor: ctx.config.actor };
   const { db } = await ctx.openDb({ application: 'stockctl-stock', lockTimeoutMs: 10_000 });
   const { changeStock } = await import('../../engine/catalogue.js');
-  renderChange(ctx, await changeStock(db, input));
+  renderChange(ctx, await changeStock(db, input), input.location !== undefined);
 }
 
-export async function adjust(ctx: CommandContext, skuArg: string, deltaArg: string, flags: { reason?: string }) {
-  const input = { sku: parseSku(skuArg), delta: parseDelta(deltaArg), reason: parseText(flags.reason, 'reason'), actor: ctx.config.actor };
+export async function adjust(ctx: CommandContext, skuArg: string, deltaArg: string, flags: { reason?: string; location?: string }) {
+  const location = flags.location === undefined ? undefined : parseLocationCode(flags.location);
+  const input = { sku: parseSku(skuArg), delta: parseDelta(deltaArg), location, reason: parseText(flags.reason, 'reason'), actor: ctx.config.actor };
   const { db } = await ctx.openDb({ application: 'stockctl-stock', lockTimeoutMs: 10_000 });
   const { changeStock } = await import('../../engine/catalogue.js');
-  renderChange(ctx, await changeStock(db, input));
+  renderChange(ctx, await changeStock(db, input), input.location !== undefined);
 }

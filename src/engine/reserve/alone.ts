@@ -8,15 +8,17 @@ import type { Db } from '../../db/client.js';
 import { SQLSTATE, sqlState } from '../../db/errors.js';
 import { rows, transaction, type Tx } from '../../db/query.js';
 import { InsufficientStockError, RefusedError, StockctlError, type Shortage } from '../../errors.js';
+import { allocate, DEFAULT_SPLIT_POLICY, type Allocation } from '../allocate.js';
+import { requireSellingLocation } from '../locations.js';
 import { quote, type OrderLine } from '../input.js';
 import { formatWindow } from '../windows.js';
 import { findOrderByRef } from '../order-rows.js';
 import { expireOrders } from '../release.js';
 import { sleep, withConflictRetry } from '../retry.js';
 import type { Settings } from '../settings.js';
-import { applyStockChangesThen, explainUnknownSkus, lockStockRows, readStockRows, shortagesOf, type StockChange, type StockRow } from '../stock.js';
+import { applyStockChangesFrom, applyStockChangesThen, explainUnknownSkus, readLevels, readStockRows, type AfterStockChange, type LevelRow, type StockChange } from '../stock.js';
 import type { Strategy } from '../names.js';
-import { holdsExpiredReservations, type ReservedItem, type ReserveInput, type ReserveResult } from './shared.js';
+import { holdsExpiredReservations, type ItemAllocation, type ReservedItem, type ReserveInput, type ReserveResult } from './shared.js';
 
 /** Thrown by the optimistic strategy when its version retries are used up. */
 export class StockConflictError extends StockctlError {
@@ -41,18 +43,25 @@ const EXPIRE_JITTER_MS = 10;
 
 /** What one attempt came to. */
 type Attempt =
-  | { created: { paymentExpiresAt: string; total: number } }
+  | { created: { paymentExpiresAt: string; total: number; allocations: Placed[] } }
   | { short: Shortage[] }
   /** Optimistic: a stock row's version moved since it was read. */
   | { versionMoved: true }
   /** Guarded: nothing applied, yet the stock covers the order now (freed meanwhile). */
   | { stockFreed: true };
 
+/** One reservation the reserve statement wrote: a line's units at one location. */
+interface Placed {
+  sku: string;
+  location: string;
+  quantity: number;
+  reservationId: string;
+}
+
 interface AttemptPlan {
   orderId: string;
   lines: OrderLine[];
   itemIds: string[];
-  reservationIds: string[];
   ttlSeconds: number;
   attempt: number;
   strategy: Strategy;
@@ -70,6 +79,7 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
   const lines = [...input.lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
   const replay = await replayByRef(db, input, ttlSeconds);
   if (replay) return replay;
+  if (input.location !== undefined) await requireSellingLocation(db, input.location);
 
   let retries = 0;
   let expiredReleased = 0;
@@ -82,7 +92,6 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
       orderId: randomUUID(),
       lines,
       itemIds: lines.map(() => randomUUID()),
-      reservationIds: lines.map(() => randomUUID()),
       ttlSeconds,
       attempt,
       strategy,
@@ -111,7 +120,7 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
         strategy,
         attempts: attempt,
         replay: false,
-        items: lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, reservation_id: plan.reservationIds[i] })),
+        items: reservedItems(lines, outcome.created.allocations),
         retries,
         expired_orders_released: expiredReleased,
       };
@@ -141,76 +150,97 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
       } else {
         // Another buyer may have just released the holders: only a shortage that is
         // still there now is reported.
-        const { shortages } = await checkStock(db, lines, { lock: false });
-        if (shortages.length > 0) throw new InsufficientStockError(shortages);
+        const now = await allocateOrder(db, plan, { lock: false });
+        if ('short' in now) throw new InsufficientStockError(now.short);
       }
     }
   }
 }
 
+/** Each line with the reservations that hold it, in SKU order. */
+function reservedItems(lines: OrderLine[], placed: Placed[]): ReservedItem[] {
+  return lines.map((l) => {
+    const allocations: ItemAllocation[] = placed
+      .filter((p) => p.sku === l.sku)
+      .map((p) => ({ location: p.location, quantity: p.quantity, reservation_id: p.reservationId }));
+    return { sku: l.sku, quantity: l.quantity, reservation_id: allocations[0].reservation_id, allocations };
+  });
+}
+
 /**
- * One reserve attempt. `guarded` single-line: one statement, no transaction. Multi-line
- * orders run in a transaction, where the stock change locks their rows in canonical
- * order. `locking` locks and checks its rows first; `optimistic` reads versions first
- * and applies only if they did not move.
+ * One reserve attempt. A `guarded` single-line order: one statement, no transaction, at
+ * the highest-priority location that has the units (chosen in the statement, re-checked
+ * by its guard on the locked level). Otherwise, or when that found none: in a transaction,
+ * the candidate levels are locked in the canonical order ((sku, location); `optimistic`
+ * only reads them, and applies only if their versions did not move), allocate() decides
+ * where each line's units come from, and the guarded stock change takes them.
  */
 async function attemptReserve(db: Db, plan: AttemptPlan): Promise<Attempt> {
   const { lines } = plan;
   const strategy = plan.strategy === 'batched' ? 'guarded' : plan.strategy;
+  if (strategy === 'guarded' && lines.length === 1) {
+    const placed = await insertReservedOrder(db, plan, { pick: lines[0] });
+    if (placed) return { created: placed };
+  }
   const run = async (tx: Tx): Promise<Attempt> => {
-    let versions: Map<string, number> | undefined;
-    if (strategy !== 'guarded') {
-      const { stock, shortages } = await checkStock(tx, lines, { lock: strategy === 'locking' });
-      if (shortages.length > 0) return { short: shortages };
-      if (strategy === 'optimistic') versions = new Map(stock.map((r) => [r.sku, r.version]));
-    }
-    // `locking` holds every row's lock in this transaction already (checkStock above).
-    const [created] = await insertReservedOrder(tx, plan, { versions, locked: strategy === 'locking' });
-    return created ? { created } : { stockFreed: true };
+    const found = await allocateOrder(tx, plan, { lock: strategy !== 'optimistic' });
+    if ('short' in found) return found;
+    const versions = strategy === 'optimistic' ? new Map(found.levels.map((l) => [levelKey(l), l.version])) : undefined;
+    const placed = await insertReservedOrder(tx, plan, { allocations: found.allocations, versions, locked: strategy !== 'optimistic' });
+    return placed ? { created: placed } : strategy === 'optimistic' ? { versionMoved: true } : { stockFreed: true };
   };
-  const attempt = lines.length > 1 || strategy === 'locking' ? await transaction(db, run) : await run(db);
-  if (!('stockFreed' in attempt)) return attempt;
-  // Nothing applied: an unknown SKU, a real shortage, or (optimistic) a moved version.
-  const { shortages } = await checkStock(db, lines, { lock: false });
-  if (shortages.length > 0) return { short: shortages };
-  return strategy === 'optimistic' ? { versionMoved: true } : attempt;
+  return transaction(db, run);
 }
 
-/** Read (or lock) the order's stock rows and say which lines they cannot cover. */
-async function checkStock(tx: Tx, lines: OrderLine[], opts: { lock: boolean }): Promise<{ stock: StockRow[]; shortages: Shortage[] }> {
+const levelKey = (l: { sku: string; location: string }) => `${l.sku}\u0000${l.location}`;
+
+/**
+ * Where the order's units would come from now: its SKUs' levels (at the pinned location
+ * only, if it is pinned), locked in the canonical order with `lock`, and allocate()'s answer.
+ */
+async function allocateOrder(
+  tx: Tx,
+  plan: AttemptPlan,
+  opts: { lock: boolean },
+): Promise<{ allocations: Allocation[]; levels: LevelRow[] } | { short: Shortage[] }> {
+  const { lines, input } = plan;
   const skus = lines.map((l) => l.sku);
-  const stock = opts.lock ? await lockStockRows(tx, skus) : await readStockRows(tx, skus);
-  if (stock.length < lines.length) await explainUnknownSkus(tx, lines.map((l) => l.sku));
-  return { stock, shortages: shortagesOf(lines, stock) };
+  const levels = await readLevels(tx, skus, { lock: opts.lock, locations: input.location !== undefined ? [input.location] : undefined });
+  const located = new Set(levels.map((l) => l.sku));
+  if (skus.some((sku) => !located.has(sku))) {
+    // A SKU with no level (here) has nothing to give; one with no stock row at all is exit 4.
+    const known = await readStockRows(tx, skus);
+    if (known.length < new Set(skus).size) await explainUnknownSkus(tx, skus);
+  }
+  const result = allocate(lines, levels, input.split ?? DEFAULT_SPLIT_POLICY);
+  return 'short' in result ? result : { allocations: result.allocations, levels };
 }
 
 /**
  * The reserve statement: the guarded stock change, its ledger rows, the order, its lines
- * and one reservation per line, all in one statement. The order rows are inserted only
- * if the stock change went through, so a single-line order needs no transaction at all
- * and the hot stock row is locked for the duration of one statement.
+ * and one reservation per (line, location), all in one statement. The order rows are
+ * inserted only if the stock change went through whole, so a single-line order needs no
+ * transaction at all and the hot level is locked for the duration of one statement.
+ *
+ * `pick`: one line, whose location the statement chooses (the active one of highest
+ * priority with the units, or the pinned one). `allocations`: where allocate() put each
+ * line's units, over levels this transaction has locked (`locked`) or read (`versions`).
  */
-function insertReservedOrder(tx: Tx, plan: AttemptPlan, opts: { versions?: Map<string, number>; locked?: boolean }) {
-  const { versions, locked } = opts;
+async function insertReservedOrder(
+  tx: Tx,
+  plan: AttemptPlan,
+  how: { pick: OrderLine } | { allocations: Allocation[]; versions?: Map<string, number>; locked: boolean },
+): Promise<{ paymentExpiresAt: string; total: number; allocations: Placed[] } | undefined> {
   const { orderId, lines, input } = plan;
-  const changes: StockChange[] = lines.map((l, i) => ({
-    sku: l.sku,
-    stockDelta: 0,
-    reservedDelta: l.quantity,
-    kind: 'reserve',
-    orderId,
-    reservationId: plan.reservationIds[i],
-    expectedVersion: versions?.get(l.sku) ?? null,
-  }));
-  const payload = JSON.stringify(
-    lines.map((l, i) => ({ sku: l.sku, quantity: l.quantity, order_item_id: plan.itemIds[i], reservation_id: plan.reservationIds[i] })),
-  );
-  return applyStockChangesThen<{ paymentExpiresAt: string; total: number }>(tx, changes, input.actor, { guard: true, locked }, {
+  const itemOf = new Map(lines.map((l, i) => [l.sku, plan.itemIds[i]]));
+  const wanted = 'pick' in how ? [{ sku: how.pick.sku, location: null, quantity: how.pick.quantity }] : how.allocations;
+  const placements = wanted.map((a) => ({ ...a, order_item_id: itemOf.get(a.sku)!, reservation_id: randomUUID() }));
+  const after: AfterStockChange = {
     with: sql`, li AS (
-          SELECT x.*, d.product_id, d.variant_id, d.name, d.price
-            FROM jsonb_to_recordset(${payload}::jsonb)
-                 AS x(sku text, quantity int, order_item_id uuid, reservation_id uuid)
-            JOIN done d ON d.sku = x.sku
+          SELECT x.sku, x.quantity, x.order_item_id, x.reservation_id, d.location, d.product_id, d.variant_id, d.name, d.price
+            FROM jsonb_to_recordset(${JSON.stringify(placements)}::jsonb)
+                 AS x(sku text, location text, quantity int, order_item_id uuid, reservation_id uuid)
+            JOIN done d ON d.sku = x.sku AND d.location = coalesce(x.location, d.location)
         ), o AS (
           INSERT INTO orders (order_id, ref, customer_id, payment_expires_at, payment_method,
                               payment_window_seconds, priority, subtotal, total,
@@ -220,34 +250,85 @@ function insertReservedOrder(tx: Tx, plan: AttemptPlan, opts: { versions?: Map<s
                  ${plan.ttlSeconds}::int, ${input.priority ?? null},
                  sum(price::bigint * quantity), sum(price::bigint * quantity), sum(quantity),
                  ${plan.attempt}, ${plan.strategy}, ${input.actor}
-            FROM li HAVING count(*) = ${lines.length}
+            FROM li HAVING count(*) = ${placements.length}
           RETURNING order_id, payment_expires_at, total
         ), i AS (
           INSERT INTO order_items (order_item_id, order_id, product_id, variant_id, sku, name,
                                    unit_price, quantity, line_total)
           SELECT li.order_item_id, o.order_id, li.product_id, li.variant_id, li.sku, li.name,
-                 li.price, li.quantity, li.price::bigint * li.quantity
+                 li.price, sum(li.quantity), li.price::bigint * sum(li.quantity)
             FROM li, o
+           GROUP BY li.order_item_id, o.order_id, li.product_id, li.variant_id, li.sku, li.name, li.price
         ), r AS (
           INSERT INTO stock_reservations (reservation_id, order_id, order_item_id, product_id,
-                                          variant_id, sku, quantity, expires_at)
+                                          variant_id, sku, location, quantity, expires_at)
           SELECT li.reservation_id, o.order_id, li.order_item_id, li.product_id, li.variant_id,
-                 li.sku, li.quantity, o.payment_expires_at
+                 li.sku, li.location, li.quantity, o.payment_expires_at
             FROM li, o
         )`,
-    select: sql`SELECT payment_expires_at AS "paymentExpiresAt", total::float8 AS total FROM o`,
-  });
+    select: sql`SELECT o.payment_expires_at AS "paymentExpiresAt", o.total::float8 AS total,
+                       li.sku, li.location, li.quantity, li.reservation_id AS "reservationId"
+                  FROM o, li ORDER BY li.sku, li.location`,
+  };
+  type Row = { paymentExpiresAt: string; total: number } & Placed;
+  let placed: Row[];
+  if ('pick' in how) {
+    const line = how.pick;
+    const pinned = input.location !== undefined ? sql`AND l.location = ${input.location}` : sql``;
+    placed = await applyStockChangesFrom<Row>(
+      tx,
+      {
+        before: sql`pick AS (
+          SELECT l.location FROM stock_levels l JOIN locations loc ON loc.code = l.location
+           WHERE l.sku = ${line.sku} AND loc.active AND l.stock_quantity - l.reserved_stock >= ${line.quantity} ${pinned}
+           ORDER BY loc.priority DESC, l.location LIMIT 1
+        ),`,
+        select: sql`SELECT ${line.sku}::text AS sku, pick.location, 0 AS stock_delta, ${line.quantity}::int AS reserved_delta,
+                           0 AS incoming_delta, 'reserve'::text AS kind, ${orderId}::uuid AS order_id,
+                           ${placements[0].reservation_id}::uuid AS reservation_id, NULL::bigint AS transfer_id,
+                           NULL::text AS reason, NULL::int AS expected_version, NULL::text AS actor
+                      FROM pick`,
+      },
+      input.actor,
+      after,
+      { guard: true },
+    );
+  } else {
+    const changes: StockChange[] = placements.map((p) => ({
+      sku: p.sku,
+      location: p.location!,
+      stockDelta: 0,
+      reservedDelta: p.quantity,
+      kind: 'reserve',
+      orderId,
+      reservationId: p.reservation_id,
+      expectedVersion: how.versions?.get(levelKey({ sku: p.sku, location: p.location! })) ?? null,
+    }));
+    placed = await applyStockChangesThen<Row>(tx, changes, input.actor, { guard: true, locked: how.locked }, after);
+  }
+  if (placed.length === 0) return undefined;
+  return {
+    paymentExpiresAt: placed[0].paymentExpiresAt,
+    total: placed[0].total,
+    allocations: placed.map((p) => ({ sku: p.sku, location: p.location, quantity: p.quantity, reservationId: p.reservationId })),
+  };
 }
 
+/** An order's lines with their reservations (the latest reserve's, if a late payment sold them again). */
 async function orderItems(tx: Tx, orderId: string): Promise<ReservedItem[]> {
-  return rows<ReservedItem>(
+  const items = await rows<Omit<ReservedItem, 'reservation_id'>>(
     tx,
-    sql`SELECT i.sku, i.quantity, r.reservation_id
+    sql`SELECT i.sku, i.quantity,
+               coalesce((SELECT json_agg(json_build_object('location', r.location, 'quantity', r.quantity,
+                                                           'reservation_id', r.reservation_id) ORDER BY r.location)
+                           FROM stock_reservations r
+                          WHERE r.order_item_id = i.order_item_id
+                            AND r.reserved_at = (SELECT max(reserved_at) FROM stock_reservations x WHERE x.order_item_id = i.order_item_id)),
+                        '[]'::json) AS allocations
           FROM order_items i
-          LEFT JOIN LATERAL (SELECT reservation_id FROM stock_reservations r
-                              WHERE r.order_item_id = i.order_item_id ORDER BY reserved_at DESC LIMIT 1) r ON true
          WHERE i.order_id = ${orderId} ORDER BY i.sku`,
   );
+  return items.map((i) => ({ sku: i.sku, quantity: i.quantity, reservation_id: i.allocations[0]?.reservation_id, allocations: i.allocations }));
 }
 
 const linesKey = (l: { sku: string; quantity: number }[]) =>

@@ -281,6 +281,7 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
     held: boolean;
     paymentExpiresAt: string | null;
     total: number | null;
+    location: string | null;
   }>(
     db,
     {
@@ -289,29 +290,36 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
                  AS x(seq int, order_id uuid, ref text, customer_id text, ttl int, payment_method text,
                       priority text, actor text, sku text, quantity int, order_item_id uuid, reservation_id uuid)
           LIMIT ${sql.raw(String(rowsAtMost(batch.length)))}
-        ), lp AS (
-          SELECT sku, stock_quantity - reserved_stock AS avail FROM products p
-           WHERE sku IN (SELECT sku FROM req)
-             AND NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)
-           ORDER BY sku ${lock}
-        ), lv AS (
-          SELECT sku, stock_quantity - reserved_stock AS avail FROM product_variants
-           WHERE sku IN (SELECT sku FROM req) ORDER BY sku ${lock}
+        ), lk AS (
+          -- The SKUs' levels at active locations, locked in the canonical order.
+          SELECT l.sku, l.location, greatest(l.stock_quantity - l.reserved_stock, 0) AS avail, loc.priority
+            FROM stock_levels l JOIN locations loc ON loc.code = l.location
+           WHERE l.sku IN (SELECT sku FROM req) AND loc.active
+           ORDER BY l.sku, l.location ${lock}
+        ), cap AS (
+          -- Each level's units as a stretch of the SKU's, highest priority first.
+          SELECT lk.*, sum(avail) OVER (PARTITION BY sku ORDER BY priority DESC, location) AS cap_upto FROM lk
         ), stock AS (
-          SELECT * FROM lp UNION ALL SELECT * FROM lv
+          SELECT sku, sum(avail)::int AS avail, count(*) AS levels,
+                 (SELECT count(*) FROM stock_levels l JOIN locations loc ON loc.code = l.location
+                   WHERE l.sku = lk.sku AND loc.active) AS active_levels
+            FROM lk GROUP BY sku
         ), cum AS (
           SELECT req.*, sum(quantity) OVER (PARTITION BY sku ORDER BY seq) AS upto FROM req
         ), served AS (
-          SELECT cum.* FROM cum JOIN stock USING (sku) WHERE upto <= avail
+          -- A buyer whose units fall within one level's stretch is served there.
+          SELECT cum.*, cap.location FROM cum JOIN cap USING (sku)
+           WHERE cum.upto <= cap.cap_upto AND cum.upto - cum.quantity >= cap.cap_upto - cap.avail
         ),`,
-      select: sql`SELECT sku, 0 AS stock_delta, quantity AS reserved_delta, 'reserve' AS kind, order_id, reservation_id,
-                         NULL::text AS reason, NULL::int AS expected_version, actor
+      select: sql`SELECT sku, location, 0 AS stock_delta, quantity AS reserved_delta, 0 AS incoming_delta, 'reserve' AS kind,
+                         order_id, reservation_id, NULL::bigint AS transfer_id, NULL::text AS reason,
+                         NULL::int AS expected_version, actor
                     FROM served`,
     },
     batch[0].input.actor,
     {
       with: sql`, li AS (
-          SELECT s.*, d.product_id, d.variant_id, d.name, d.price FROM served s JOIN done d ON d.sku = s.sku
+          SELECT s.*, d.product_id, d.variant_id, d.name, d.price FROM served s JOIN done d ON d.sku = s.sku AND d.location = s.location
         ), o AS (
           INSERT INTO orders (order_id, ref, customer_id, payment_expires_at, payment_method,
                               payment_window_seconds, priority, subtotal, total,
@@ -327,23 +335,26 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
             FROM li
         ), r AS (
           INSERT INTO stock_reservations (reservation_id, order_id, order_item_id, product_id,
-                                          variant_id, sku, quantity, expires_at)
+                                          variant_id, sku, location, quantity, expires_at)
           SELECT li.reservation_id, li.order_id, li.order_item_id, li.product_id, li.variant_id,
-                 li.sku, li.quantity, o.payment_expires_at
+                 li.sku, li.location, li.quantity, o.payment_expires_at
             FROM li JOIN o USING (order_id)
         )`,
-      // No stock row locked for a buyer: an unknown SKU, or (SKIP LOCKED) a row held elsewhere.
+      // No level locked for a buyer: an unknown SKU, one with nothing at an active location,
+      // or (SKIP LOCKED) levels held elsewhere. A SKU some of whose levels another session
+      // holds is held as a whole: what the batch saw of it is not all it has.
       select: sql`SELECT c.seq, st.avail,
-                         CASE WHEN st.avail IS NULL THEN EXISTS (SELECT 1 FROM stock_items s WHERE s.sku = c.sku) ELSE false END AS held,
-                         o.payment_expires_at AS "paymentExpiresAt", o.total::float8 AS total
-                    FROM cum c LEFT JOIN stock st USING (sku) LEFT JOIN o USING (order_id)
+                         CASE WHEN st.avail IS NULL THEN EXISTS (SELECT 1 FROM stock_levels l WHERE l.sku = c.sku)
+                              ELSE st.levels < st.active_levels END AS held,
+                         o.payment_expires_at AS "paymentExpiresAt", o.total::float8 AS total, li.location
+                    FROM cum c LEFT JOIN stock st USING (sku) LEFT JOIN o USING (order_id) LEFT JOIN li USING (order_id)
                    ORDER BY c.seq`,
     },
   );
   const left = new Map<string, number>();
   return result.map((row): BatchOutcome[number] => {
     const buyer = buyers[row.seq];
-    if (row.avail === null && row.held && mode === 'skip') return { held: true };
+    if (row.held && mode === 'skip' && row.paymentExpiresAt === null) return { held: true };
     if (row.avail === null) return { alone: true }; // no such stock row: its own error, alone
     const units = left.get(buyer.sku) ?? row.avail;
     if (row.paymentExpiresAt !== null) {
@@ -362,7 +373,14 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
           strategy: 'batched',
           attempts: 1,
           replay: false,
-          items: [{ sku: buyer.sku, quantity: buyer.quantity, reservation_id: buyer.reservation_id }],
+          items: [
+            {
+              sku: buyer.sku,
+              quantity: buyer.quantity,
+              reservation_id: buyer.reservation_id,
+              allocations: [{ location: row.location!, quantity: buyer.quantity, reservation_id: buyer.reservation_id }],
+            },
+          ],
           retries: 0,
           expired_orders_released: 0,
         },

@@ -15,11 +15,12 @@ export type { ReservedItem, ReserveInput, ReserveResult } from './shared.js';
 export { STRATEGIES, type Strategy } from '../names.js';
 
 /**
- * Reserve: the pending order, its lines, one reservation per line and the ledger rows,
- * or nothing at all. `batched` single-line orders go through this process's batcher for
- * the pool (src/engine/reserve/batched.ts); everything else is reserved on its own.
+ * Reserve: the pending order, its lines, one reservation per (line, location) and the
+ * ledger rows, or nothing at all. `batched` single-line orders not pinned to a location go
+ * through this process's batcher for the pool (src/engine/reserve/batched.ts); everything
+ * else is reserved on its own.
  */
 export async function reserveOrder(db: Db, input: ReserveInput, settings: Settings): Promise<ReserveResult> {
-  if (input.strategy === 'batched' && input.lines.length === 1) return reserveBatched(db, input, settings);
+  if (input.strategy === 'batched' && input.lines.length === 1 && input.location === undefined) return reserveBatched(db, input, settings);
   return reserveAlone(db, input, settings);
 }

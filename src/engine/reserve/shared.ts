@@ -6,7 +6,7 @@ import { sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { array, rows } from '../../db/query.js';
 import type { OrderLine } from '../input.js';
-import type { Strategy } from '../names.js';
+import type { SplitPolicy, Strategy } from '../names.js';
 
 export interface ReserveInput {
   lines: OrderLine[];
@@ -18,13 +18,26 @@ export interface ReserveInput {
   paymentMethod?: string;
   priority?: string;
   strategy?: Strategy;
+  /** Take every unit from this location (store pickup). */
+  location?: string;
+  /** When no single location covers the order; else DEFAULT_SPLIT_POLICY. */
+  split?: SplitPolicy;
   actor: string;
+}
+
+/** Where a line's units are held: one reservation per (line, location). */
+export interface ItemAllocation {
+  location: string;
+  quantity: number;
+  reservation_id: string;
 }
 
 export interface ReservedItem {
   sku: string;
   quantity: number;
+  /** The line's first reservation (its only one unless the line was split). */
   reservation_id: string;
+  allocations: ItemAllocation[];
 }
 
 export interface ReserveResult {
