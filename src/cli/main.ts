@@ -344,9 +344,10 @@ export function buildProgram(): CommandUnknownOpts {
     .description('conversion, expiries, conflicts, time to pay, sweep health')
     .option('--since <duration>', 'window to report on', '1h')
     .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'prometheus']).default('table'))
+    .option('--by-location', "each location's reserved, sold, expired and cancelled units in the window, and its stock now")
     .addHelpText(
       'after',
-      examples('stockctl report --since 24h', 'stockctl report --format prometheus > /var/lib/node_exporter/textfile/stockctl.prom'),
+      examples('stockctl report --since 24h', 'stockctl report --since 24h --by-location --json', 'stockctl report --format prometheus > /var/lib/node_exporter/textfile/stockctl.prom'),
     )
     .action(lazy(() => import('./commands/report.js').then((m) => m.default)));
 

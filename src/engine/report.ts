@@ -15,6 +15,8 @@ export interface Report extends PaymentMethodFigures {
    * (and before methods were recorded) under "none". Methods seen in the window only.
    */
   by_payment_method: Record<string, PaymentMethodFigures>;
+  /** With `byLocation`: each location's reservations in the window and its stock now, highest priority first. */
+  by_location?: Record<string, LocationFigures>;
   sweeps: {
     runs: number;
     failed_runs: number;
@@ -37,6 +39,47 @@ export interface PaymentMethodFigures {
   /** Paid orders out of orders created in the window that are settled (paid or cancelled). */
   conversion_rate: number | null;
   expired_reservations: number;
+}
+
+/** One location's share of the window (by its reservations) and its stock now. */
+export interface LocationFigures {
+  active: boolean;
+  priority: number;
+  /** Units reserved there in the window, and what became of them so far. */
+  units_reserved: number;
+  units_sold: number;
+  units_expired: number;
+  units_cancelled: number;
+  units_held: number;
+  stock_quantity: number;
+  reserved_stock: number;
+  incoming: number;
+  available: number;
+}
+
+/** Each location's figures (see LocationFigures), in the order reserve tries them. */
+async function locationFigures(db: Db, since: SQL): Promise<Record<string, LocationFigures>> {
+  const found = await rows<LocationFigures & { code: string }>(
+    db,
+    sql`SELECT loc.code, loc.active, loc.priority,
+               coalesce(r.reserved, 0)::int AS units_reserved, coalesce(r.sold, 0)::int AS units_sold,
+               coalesce(r.expired, 0)::int AS units_expired, coalesce(r.cancelled, 0)::int AS units_cancelled,
+               coalesce(r.held, 0)::int AS units_held,
+               coalesce(l.stock, 0)::int AS stock_quantity, coalesce(l.reserved, 0)::int AS reserved_stock,
+               coalesce(l.incoming, 0)::int AS incoming, CASE WHEN loc.active THEN coalesce(l.available, 0) ELSE 0 END::int AS available
+          FROM locations loc
+          LEFT JOIN (SELECT location, sum(quantity) AS reserved,
+                            sum(quantity) FILTER (WHERE status = 'converted') AS sold,
+                            sum(quantity) FILTER (WHERE status = 'expired') AS expired,
+                            sum(quantity) FILTER (WHERE status = 'cancelled') AS cancelled,
+                            sum(quantity) FILTER (WHERE status = 'active') AS held
+                       FROM stock_reservations WHERE reserved_at >= ${since} GROUP BY location) r ON r.location = loc.code
+          LEFT JOIN (SELECT location, sum(stock_quantity) AS stock, sum(reserved_stock) AS reserved, sum(incoming) AS incoming,
+                            sum(greatest(stock_quantity - reserved_stock, 0)) AS available
+                       FROM stock_levels GROUP BY location) l ON l.location = loc.code
+         ORDER BY loc.priority DESC, loc.code`,
+  );
+  return Object.fromEntries(found.map(({ code, ...figures }) => [code, figures]));
 }
 
 /** Payment methods by name, orders without one ("none") last. */
@@ -114,7 +157,7 @@ async function windowFigures(db: Db, since: SQL): Promise<WindowFigures> {
   return { total, expiredReservations, byPaymentMethod };
 }
 
-export async function buildReport(db: Db, windowSeconds: number): Promise<Report> {
+export async function buildReport(db: Db, windowSeconds: number, opts: { byLocation?: boolean } = {}): Promise<Report> {
   const since = sql`now() - make_interval(secs => ${windowSeconds})`;
   const { total: o, expiredReservations, byPaymentMethod } = await windowFigures(db, since);
   const [s] = await rows<Report['sweeps']>(
@@ -143,6 +186,7 @@ export async function buildReport(db: Db, windowSeconds: number): Promise<Report
     conflict_rate: created > 0 ? round(Number(o.conflicted) / created) : null,
     avg_seconds_to_payment: o.to_pay === null ? null : Math.round(Number(o.to_pay) * 10) / 10,
     by_payment_method: byPaymentMethod,
+    ...(opts.byLocation ? { by_location: await locationFigures(db, since) } : {}),
     sweeps: {
       ...s,
       consecutive_failures: consecutive,

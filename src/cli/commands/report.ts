@@ -4,7 +4,7 @@ import { LOADTEST_SKU_PREFIX } from '../../loadtest/skus.js';
 
 const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)} %`);
 
-export default async function report(ctx: CommandContext, flags: { since: string; format: 'table' | 'json' | 'prometheus' }) {
+export default async function report(ctx: CommandContext, flags: { since: string; format: 'table' | 'json' | 'prometheus'; byLocation?: boolean }) {
   const windowSeconds = parseDuration(flags.since, '--since');
   const { db } = await ctx.openDb({ application: 'stockctl-report' });
   const { buildReport, metricFamilies, prometheusText } = await import('../../engine/report.js');
@@ -13,7 +13,7 @@ export default async function report(ctx: CommandContext, flags: { since: string
     const families = await metricFamilies(db, { windowSeconds, maxSkus: ctx.config.metricsMaxSkus, exceptSkuPrefixes: [LOADTEST_SKU_PREFIX] });
     return void ctx.out.line(prometheusText(families));
   }
-  const r = await buildReport(db, windowSeconds);
+  const r = await buildReport(db, windowSeconds, { byLocation: flags.byLocation });
   if (flags.format === 'json' || ctx.out.json) return void process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   ctx.out.line(
     ctx.out.table(
@@ -30,6 +30,21 @@ export default async function report(ctx: CommandContext, flags: { since: string
       ],
     ),
   );
+  if (r.by_location) {
+    ctx.out.line(
+      ctx.out.table(
+        ['Location', 'Reserved / sold / expired / cancelled / held', 'On hand', 'Reserved', 'Incoming', 'Available'],
+        Object.entries(r.by_location).map(([code, f]) => [
+          f.active ? code : `${code} (inactive)`,
+          `${f.units_reserved} / ${f.units_sold} / ${f.units_expired} / ${f.units_cancelled} / ${f.units_held}`,
+          f.stock_quantity,
+          f.reserved_stock,
+          f.incoming,
+          f.available,
+        ]),
+      ),
+    );
+  }
   const byMethod = Object.entries(r.by_payment_method);
   if (byMethod.length === 0) return;
   ctx.out.line(
