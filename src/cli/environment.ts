@@ -20,6 +20,7 @@ export const ENVIRONMENT: [name: string, what: string][] = [
   ['PAYMENT_TIMEOUT_MINUTES', `reservation window for new orders (default ${DEFAULT_SETTINGS.paymentTimeoutMinutes}) unless PAYMENT_TIMEOUTS sets one; --ttl overrides it`],
   ['PAYMENT_TIMEOUTS', 'window per payment method, e.g. "card=15m,bank_transfer=3d,default=15m" (reserve --payment-method)'],
   ['PRIORITY_WINDOWS', 'extra time per customer tier, added to the window, e.g. "vip=45m" (reserve --priority)'],
+  ['SPLIT_POLICY', 'where reserve may take an order when no one location covers it: units (default), lines or never'],
   ['MAX_STOCK_RETRY_ATTEMPTS', `optimistic strategy attempts (default ${DEFAULT_SETTINGS.maxStockRetryAttempts}); --max-retries`],
   ['STOCK_RETRY_BACKOFF_MS', `optimistic strategy backoff (default ${DEFAULT_SETTINGS.stockRetryBackoffMs}); --retry-backoff`],
   ['CHECK_MAX_EXPIRED_PER_HOUR', `check: expired reservations per hour (default ${DEFAULT_THRESHOLDS.maxExpiredPerHour})`],
