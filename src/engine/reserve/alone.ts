@@ -181,15 +181,29 @@ async function attemptReserve(db: Db, plan: AttemptPlan): Promise<Attempt> {
   if (strategy === 'guarded' && lines.length === 1) {
     const placed = await insertReservedOrder(db, plan, { pick: lines[0] });
     if (placed) return { created: placed };
+    // No one location had the units: short everywhere (read, no lock: a sold-out SKU's
+    // losers must not queue on its row), or a split, or a race lost, which the locked path sorts out.
+    const now = await allocateOrder(db, plan, { lock: false });
+    if ('short' in now) return now;
   }
-  const run = async (tx: Tx): Promise<Attempt> => {
-    const found = await allocateOrder(tx, plan, { lock: strategy !== 'optimistic' });
+  if (strategy === 'optimistic') {
+    // Read, decide, then apply only if no level's version moved; one level needs no transaction.
+    const found = await allocateOrder(db, plan, { lock: false });
     if ('short' in found) return found;
-    const versions = strategy === 'optimistic' ? new Map(found.levels.map((l) => [levelKey(l), l.version])) : undefined;
-    const placed = await insertReservedOrder(tx, plan, { allocations: found.allocations, versions, locked: strategy !== 'optimistic' });
-    return placed ? { created: placed } : strategy === 'optimistic' ? { versionMoved: true } : { stockFreed: true };
-  };
-  return transaction(db, run);
+    const versions = new Map(found.levels.map((l) => [levelKey(l), l.version]));
+    const apply = (tx: Tx) => insertReservedOrder(tx, plan, { allocations: found.allocations, versions, locked: false });
+    const placed = found.allocations.length === 1 ? await apply(db) : await transaction(db, apply);
+    if (placed) return { created: placed };
+    // Nothing applied: a real shortage by now, or a moved version.
+    const now = await allocateOrder(db, plan, { lock: false });
+    return 'short' in now ? now : { versionMoved: true };
+  }
+  return transaction(db, async (tx): Promise<Attempt> => {
+    const found = await allocateOrder(tx, plan, { lock: true });
+    if ('short' in found) return found;
+    const placed = await insertReservedOrder(tx, plan, { allocations: found.allocations, locked: true });
+    return placed ? { created: placed } : { stockFreed: true };
+  });
 }
 
 const levelKey = (l: { sku: string; location: string }) => `${l.sku}\u0000${l.location}`;
