@@ -1,12 +1,14 @@
 import type { CommandContext } from '../run.js';
 import { parsePrice, parseSku, parseStockLevel, parseText } from '../../engine/input.js';
 import { formatPrice } from '../../engine/input.js';
+import { parseLocationCode } from '../../engine/locations.js';
 
 interface AddFlags {
   name: string;
   price?: string;
   stock: string;
   parent?: string;
+  location?: string;
 }
 
 export async function add(ctx: CommandContext, skuArg: string, flags: AddFlags) {
@@ -16,6 +18,7 @@ export async function add(ctx: CommandContext, skuArg: string, flags: AddFlags) 
     price: flags.price === undefined ? undefined : parsePrice(flags.price),
     stock: parseStockLevel(flags.stock, 'initial stock'),
     parentSku: flags.parent === undefined ? undefined : parseSku(flags.parent),
+    location: flags.location === undefined ? undefined : parseLocationCode(flags.location),
     actor: ctx.config.actor,
   };
   if (!input.name.trim()) throw new (await import('../../errors.js')).InvalidInputError('The product name must not be empty.');
