@@ -297,7 +297,8 @@ export const stockRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
         summary: 'Server-Sent Events: the current state of the SKUs, then one `stock` event per committed change',
         description:
           'First one `snapshot` event per SKU (its data a `stock --json` item), then one `ready` event (`{"snapshot":true,"items":N}`), ' +
-          'then one `stock` event per committed change of a subscribed row, its data the changed row as a `stock --json` item. ' +
+          'then one `stock` event per committed change of a level (a SKU at a location) of a subscribed SKU, its data the SKU\'s totals ' +
+          'after the change as a `stock --json` item, with the changed level as `level` ({location, active, stock_quantity, reserved_stock, incoming, available, version}). ' +
           '`ready` and `stock` events carry an id; a client that reconnects with `Last-Event-ID` (EventSource does) gets the changes ' +
           'after it, then `ready` with `"snapshot":false`, or, when the server no longer holds them, the snapshot again. Versions only grow: ' +
           'keep the highest version per SKU and you hold the database\'s state. The stream ends when its token is revoked or loses its role, ' +
