@@ -46,8 +46,14 @@ const levelItemColumns = sql`l.sku, coalesce(v.name, p.name) AS name, l.location
   CASE WHEN loc.active THEN greatest(l.stock_quantity - l.reserved_stock, 0) ELSE 0 END AS available,
   l.version, l.in_stock`;
 
-/** The levels of these SKUs (or of all), at one location or all, in SKU then priority order. */
-export async function listLevels(db: Db | Tx, input: { skus?: string[]; location?: string; after?: string; limit?: number }): Promise<LevelItem[]> {
+/**
+ * The levels of these SKUs (or of all), at one location or all, in SKU then priority order;
+ * `low`: only those with at most this many units available.
+ */
+export async function listLevels(
+  db: Db | Tx,
+  input: { skus?: string[]; location?: string; after?: string; limit?: number; low?: number },
+): Promise<LevelItem[]> {
   return rows<LevelItem>(
     db,
     sql`SELECT ${levelItemColumns}
@@ -56,6 +62,7 @@ export async function listLevels(db: Db | Tx, input: { skus?: string[]; location
          WHERE true ${input.skus?.length ? sql`AND l.sku = ANY(${array(input.skus)}::text[])` : sql``}
                ${input.location !== undefined ? sql`AND l.location = ${input.location}` : sql``}
                ${input.after !== undefined ? sql`AND l.sku > ${input.after}` : sql``}
+               ${input.low !== undefined ? sql`AND CASE WHEN loc.active THEN greatest(l.stock_quantity - l.reserved_stock, 0) ELSE 0 END <= ${input.low}` : sql``}
          ORDER BY l.sku, loc.priority DESC, l.location ${input.limit !== undefined ? sql`LIMIT ${input.limit}` : sql``}`,
   );
 }

@@ -74,6 +74,12 @@ export async function listLocations(db: Db | Tx, codes?: string[]): Promise<Loca
   );
 }
 
+/** Whether there is more than one location (then what names stock names its location too). */
+export async function severalLocations(db: Db | Tx): Promise<boolean> {
+  const found = await rows<{ code: string }>(db, sql`SELECT code FROM locations LIMIT 2`);
+  return found.length > 1;
+}
+
 export async function findLocation(db: Db | Tx, code: string): Promise<Location> {
   const [found] = await listLocations(db, [code]);
   if (!found) throw unknownLocation(code);

@@ -127,9 +127,29 @@ export interface OrderDetail extends OrderSummary {
   payment_method: string | null;
   payment_window_seconds: number | null;
   priority: string | null;
-  items: { sku: string; name: string; unit_price: number; quantity: number; line_total: number }[];
-  reservations: { reservation_id: string; sku: string; quantity: number; status: string; reserved_at: string; expires_at: string; released_at: string | null }[];
-  movements: { movement_id: number; sku: string; kind: string; stock_delta: number; reserved_delta: number; actor: string; reason: string | null; created_at: string }[];
+  /** Each line with where its units are held by its latest reserve (a late payment may have reserved them again). */
+  items: { sku: string; name: string; unit_price: number; quantity: number; line_total: number; allocations: { location: string; quantity: number; reservation_id: string }[] }[];
+  reservations: {
+    reservation_id: string;
+    sku: string;
+    location: string;
+    quantity: number;
+    status: string;
+    reserved_at: string;
+    expires_at: string;
+    released_at: string | null;
+  }[];
+  movements: {
+    movement_id: number;
+    sku: string;
+    location: string;
+    kind: string;
+    stock_delta: number;
+    reserved_delta: number;
+    actor: string;
+    reason: string | null;
+    created_at: string;
+  }[];
 }
 
 export async function showOrder(db: Db, key: string): Promise<OrderDetail> {
@@ -144,17 +164,24 @@ export async function showOrder(db: Db, key: string): Promise<OrderDetail> {
   );
   order.items = await rows(
     db,
-    sql`SELECT sku, name, unit_price, quantity, line_total::float8 AS line_total FROM order_items WHERE order_id = ${orderId} ORDER BY sku`,
+    sql`SELECT i.sku, i.name, i.unit_price, i.quantity, i.line_total::float8 AS line_total,
+               coalesce((SELECT json_agg(json_build_object('location', r.location, 'quantity', r.quantity,
+                                                           'reservation_id', r.reservation_id) ORDER BY r.location)
+                           FROM stock_reservations r
+                          WHERE r.order_item_id = i.order_item_id
+                            AND r.reserved_at = (SELECT max(x.reserved_at) FROM stock_reservations x WHERE x.order_item_id = i.order_item_id)),
+                        '[]'::json) AS allocations
+          FROM order_items i WHERE i.order_id = ${orderId} ORDER BY i.sku`,
   );
   order.reservations = await rows(
     db,
-    sql`SELECT reservation_id, sku, quantity, status, ${iso('reserved_at')} AS reserved_at, ${iso('expires_at')} AS expires_at,
+    sql`SELECT reservation_id, sku, location, quantity, status, ${iso('reserved_at')} AS reserved_at, ${iso('expires_at')} AS expires_at,
                ${iso('released_at')} AS released_at
-          FROM stock_reservations WHERE order_id = ${orderId} ORDER BY reserved_at, sku`,
+          FROM stock_reservations WHERE order_id = ${orderId} ORDER BY reserved_at, sku, location`,
   );
   order.movements = await rows(
     db,
-    sql`SELECT movement_id::float8 AS movement_id, sku, kind, stock_delta, reserved_delta, actor, reason, ${iso('created_at')} AS created_at
+    sql`SELECT movement_id::float8 AS movement_id, sku, location, kind, stock_delta, reserved_delta, actor, reason, ${iso('created_at')} AS created_at
           FROM stock_movements WHERE order_id = ${orderId} ORDER BY movement_id`,
   );
   return order;

@@ -23,6 +23,16 @@
  * Either way the change arrives. Versions only grow, so a change also in the snapshot is
  * told apart (the subscriber keeps the highest version per SKU).
  *
+ * Levels and totals. A writer announces each level (SKU at a location) it changed, as its
+ * own statement saw it; a SKU's totals are not in the notice, since that statement's
+ * snapshot can miss a commit on another level of the SKU. The feed keeps every level it
+ * follows, read once its session listens and has waited out older writers (the same
+ * argument as above: a change the read misses arrives on the channel after it), merged
+ * with what the channel says by level version, and sums them into the SKU's totals, in
+ * commit order. A statement that changes several levels of a SKU (a split reserve, a
+ * transfer) says how many: the totals go out once all of them are heard, so no event
+ * shows a state that no commit had.
+ *
  * A listener killed before it left keeps the count up: writers notify for nobody (a cost,
  * never a loss) until the next listener registers or leaves, or `sweep` runs, each of
  * which counts the live rows again.
@@ -39,7 +49,7 @@ import { DatabaseUnavailableError, StockctlError } from '../errors.js';
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { execute, transaction } from '../db/query.js';
-import type { StockItem } from './stock-item.js';
+import { levelAvailable, totalsOf, type StockItem, type StockLevelState } from './stock-item.js';
 
 export const STOCK_CHANNEL = 'stockctl_stock';
 
@@ -50,27 +60,46 @@ export const REPLAY_EVENTS = 10_000;
 /** How often the listening session is asked whether it is still there. */
 const HEARTBEAT_MS = 15_000;
 
-/** What arrives on STOCK_CHANNEL: a changed stock row, or a token that changed (revoked, another role). */
-export type FeedNotice = { kind: 'stock'; item: StockItem } | { kind: 'token'; name: string };
+/** A changed level as the stock statement announces it (src/engine/stock.ts). */
+export interface LevelNotice {
+  sku: string;
+  name: string;
+  location: string;
+  location_active: boolean;
+  stock_quantity: number;
+  reserved_stock: number;
+  incoming: number;
+  version: number;
+  /** How many of this SKU's levels the same statement changed (1 when absent). */
+  changed_levels?: number;
+}
+
+/** What arrives on STOCK_CHANNEL: a changed stock level, or a token that changed (revoked, another role). */
+export type FeedNotice = { kind: 'level'; level: LevelNotice } | { kind: 'token'; name: string };
 
 /** Parse one notification's payload; a malformed one (never sent by stockctl) is dropped. */
 export function parseFeedNotification(payload: string): FeedNotice | undefined {
   try {
-    const value = JSON.parse(payload) as Partial<StockItem> & { token?: unknown };
+    const value = JSON.parse(payload) as Partial<LevelNotice> & { token?: unknown };
     if (typeof value?.token === 'string') return { kind: 'token', name: value.token };
-    if (typeof value?.sku === 'string' && typeof value.version === 'number') return { kind: 'stock', item: value as StockItem };
+    if (typeof value?.sku === 'string' && typeof value.location === 'string' && typeof value.version === 'number') {
+      return { kind: 'level', level: value as LevelNotice };
+    }
   } catch {
     // not ours
   }
   return undefined;
 }
 
-/** One committed change of one stock row, at its place in this feed. */
+/** One committed change of one stock level, at its place in this feed. */
 export interface StockEvent {
   /** Where it is in the feed: `<epoch>-<seq>`, what SSE calls the event id. */
   id: string;
   seq: number;
+  /** The SKU's totals once the change committed (a `stock --json` item). */
   item: StockItem;
+  /** The level that changed. */
+  level: StockLevelState;
 }
 
 /** Why a subscription ended: its token changed, the feed lost changes (listen again), or the feed closed. */
@@ -119,6 +148,56 @@ export interface StockFeedOptions {
   replayEvents?: number;
   /** Told when the listening session was lost (its subscribers end with 'gap'). */
   onLost?: (reason: string) => void;
+  /** Follow only these SKUs (all when absent): the feed holds each followed level in memory. */
+  skus?: readonly string[];
+}
+
+/** The levels of the SKUs a feed follows, and the notices of a statement not yet all heard. */
+interface LevelBook {
+  skus: Map<string, { name: string; levels: Map<string, StockLevelState> }>;
+  /** Until the levels are read: notices heard meanwhile, merged after the read. */
+  early?: LevelNotice[];
+  /** One statement's notices of one SKU, until all `changed_levels` of them arrived. */
+  group?: LevelNotice[];
+}
+
+const levelOf = (n: Pick<LevelNotice, 'location' | 'location_active' | 'stock_quantity' | 'reserved_stock' | 'incoming' | 'version'>): StockLevelState => {
+  const level = {
+    location: n.location,
+    active: n.location_active,
+    stock_quantity: n.stock_quantity,
+    reserved_stock: n.reserved_stock,
+    incoming: n.incoming,
+    available: 0,
+    version: n.version,
+  };
+  level.available = levelAvailable(level);
+  return level;
+};
+
+/** Merge one notice into the book by level version: the level, or undefined when the book had it (or newer) already. */
+function mergeLevel(book: LevelBook, notice: LevelNotice): StockLevelState | undefined {
+  let sku = book.skus.get(notice.sku);
+  if (!sku) book.skus.set(notice.sku, (sku = { name: notice.name, levels: new Map() }));
+  sku.name = notice.name;
+  const known = sku.levels.get(notice.location);
+  if (known && known.version >= notice.version) return undefined;
+  const level = levelOf(notice);
+  sku.levels.set(notice.location, level);
+  return level;
+}
+
+/** Every level of the followed SKUs, as a notice would say it, on the feed's own session. */
+async function readLevelNotices(sql: postgres.Sql, skus: readonly string[] | undefined): Promise<LevelNotice[]> {
+  const where = skus ? 'WHERE l.sku = ANY($1::text[])' : '';
+  return sql.unsafe<LevelNotice[]>(
+    `SELECT l.sku, coalesce(v.name, p.name) AS name, l.location, loc.active AS location_active,
+            l.stock_quantity, l.reserved_stock, l.incoming, l.version
+       FROM stock_levels l JOIN locations loc ON loc.code = l.location
+       JOIN products p ON p.product_id = l.product_id LEFT JOIN product_variants v ON v.variant_id = l.variant_id
+      ${where}`,
+    skus ? [[...skus]] : [],
+  );
 }
 
 interface Entry extends Subscriber {
@@ -143,6 +222,9 @@ export function openStockFeed(opts: StockFeedOptions): StockFeed {
   const lingerMs = opts.lingerMs ?? LINGER_MS;
   const capacity = opts.replayEvents ?? REPLAY_EVENTS;
   const subscribers = new Set<Entry>();
+  const followed = opts.skus ? new Set(opts.skus) : undefined;
+  /** The levels as the current session's changes left them (a new one for each session). */
+  let book: LevelBook = { skus: new Map(), early: [] };
   const ring: (StockEvent | undefined)[] = new Array(capacity);
   let seq = 0;
   /** Changes heard by the current session, only once it is ready. */
@@ -161,18 +243,41 @@ export function openStockFeed(opts: StockFeedOptions): StockFeed {
   };
 
   const heard = (gen: number, payload: string) => {
-    if (gen !== generation || !session) return;
+    if (gen !== generation) return;
     const notice = parseFeedNotification(payload);
     if (!notice) return;
     if (notice.kind === 'token') {
       for (const entry of subscribers) if (entry.token === notice.name) end(entry, 'token');
       return;
     }
-    seq += 1;
-    const event: StockEvent = { id: `${session.epoch}-${seq}`, seq, item: notice.item };
-    ring[seq % capacity] = event;
-    for (const entry of subscribers) {
-      if (!entry.skus || entry.skus.has(event.item.sku)) entry.onEvent(event);
+    const level = notice.level;
+    if (followed && !followed.has(level.sku)) return;
+    if (book.early) return void book.early.push(level);
+    const group = book.group?.[0].sku === level.sku ? book.group : [];
+    // A group cut short (never sent by stockctl) goes out as it is.
+    if (book.group && group !== book.group) applyGroup(book.group);
+    group.push(level);
+    book.group = group;
+    if (group.length >= (level.changed_levels ?? 1)) {
+      book.group = undefined;
+      applyGroup(group);
+    }
+  };
+
+  /** One statement's changes of one SKU: merged, then one event per changed level, each with the totals after all of them. */
+  const applyGroup = (group: LevelNotice[]) => {
+    const changed = group.map((n) => mergeLevel(book, n)).filter((l) => l !== undefined);
+    // Heard before anyone could subscribe (the session is not ready yet): the book is all it changes.
+    if (changed.length === 0 || !session) return;
+    const sku = book.skus.get(group[0].sku)!;
+    const item = totalsOf(group[0].sku, sku.name, sku.levels.values());
+    for (const level of changed) {
+      seq += 1;
+      const event: StockEvent = { id: `${session.epoch}-${seq}`, seq, item, level };
+      ring[seq % capacity] = event;
+      for (const entry of subscribers) {
+        if (!entry.skus || entry.skus.has(event.item.sku)) entry.onEvent(event);
+      }
     }
   };
 
@@ -192,6 +297,7 @@ export function openStockFeed(opts: StockFeedOptions): StockFeed {
 
   const start = async (): Promise<Session> => {
     const gen = ++generation;
+    book = { skus: new Map(), early: [] };
     const client: ClientOptions = {
       ...opts.client,
       application: opts.application,
@@ -211,6 +317,14 @@ export function openStockFeed(opts: StockFeedOptions): StockFeed {
     try {
       await register(sql);
       await waitForOlderWriters(sql);
+      // Every level now; the changes heard since LISTEN, and those after, merge by version.
+      const levels = await readLevelNotices(sql, opts.skus);
+      if (gen === generation) {
+        const early = book.early ?? [];
+        book.early = undefined;
+        for (const level of levels) mergeLevel(book, level);
+        for (const level of early) mergeLevel(book, level);
+      }
     } catch (err) {
       await sql.end({ timeout: 0 }).catch(() => {});
       throw err;

@@ -370,7 +370,10 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
                    'location_active', (SELECT loc.active FROM locations loc WHERE loc.code = c.location),
                    'stock_quantity', c.stock_quantity, 'reserved_stock', c.reserved_stock,
                    'incoming', c.incoming, 'available', c.stock_quantity - c.reserved_stock,
-                   'version', c.version, 'in_stock', c.in_stock)::text) END AS notified
+                   'version', c.version, 'in_stock', c.in_stock,
+                   -- How many of this SKU's levels this statement changed: the feed sends the
+                   -- SKU's totals once it heard them all, never a state no commit had.
+                   'changed_levels', count(*) OVER (PARTITION BY c.sku))::text) END AS notified
             FROM changed c CROSS JOIN listening l
         ), mv AS (
           INSERT INTO stock_movements

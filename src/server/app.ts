@@ -17,10 +17,11 @@ import type { AppOptions, ServerContext } from './context.js';
 import { clientErrorResponse, HttpProblem, MAX_PARAM_LENGTH, RETRY_AFTER_S, sendProblem } from './problems.js';
 import { logRequest, requestIdOf, traceOf } from './log.js';
 import { createServerMetrics, routeLabel, type ServerMetrics } from './metrics.js';
-import { Problem, StockItem } from './schemas.js';
+import { Allocation, LevelItem, Location, Problem, StockItem } from './schemas.js';
 import { metaRoutes } from './routes/meta.js';
 import { orderRoutes } from './routes/orders.js';
 import { stockRoutes } from './routes/stock.js';
+import { locationRoutes } from './routes/locations.js';
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const BODY_LIMIT = 64 * 1024;
@@ -199,6 +200,7 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
       tags: [
         { name: 'orders', description: 'reserve, pay, cancel, fulfil' },
         { name: 'stock', description: 'stock levels and live changes' },
+        { name: 'locations', description: 'the warehouses and stores that hold stock' },
         { name: 'meta', description: 'health, readiness, metrics and this document' },
       ],
     },
@@ -263,6 +265,9 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
   });
   app.addSchema(Problem);
   app.addSchema(StockItem);
+  app.addSchema(LevelItem);
+  app.addSchema(Location);
+  app.addSchema(Allocation);
   const routes = routeTable();
   app.addHook('onRoute', (route) => {
     routes.add(route.url, route.method);
@@ -297,6 +302,7 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
     settings: opts.settings,
     paymentWindows: opts.paymentWindows,
     strategy: opts.strategy,
+    splitPolicy: opts.splitPolicy,
     feed: opts.feed,
     maxStreams: opts.maxStreams,
     metricsMaxSkus: opts.metricsMaxSkus,
@@ -342,6 +348,7 @@ export async function buildApp(opts: AppOptions): Promise<StockctlApp> {
   await app.register(metaRoutes, context);
   await app.register(orderRoutes, context);
   await app.register(stockRoutes, context);
+  await app.register(locationRoutes, context);
 
   return {
     app,

@@ -5,6 +5,7 @@
 import type postgres from 'postgres';
 import type { Db } from '../db/client.js';
 import type { Strategy } from '../engine/orders.js';
+import type { SplitPolicy } from '../engine/names.js';
 import type { Settings } from '../engine/settings.js';
 import type { StockFeed } from '../engine/stock-events.js';
 import type { PaymentWindowPolicy } from '../engine/windows.js';
@@ -32,6 +33,8 @@ export interface AppOptions {
   /** PAYMENT_TIMEOUTS and PRIORITY_WINDOWS, as src/cli/config.ts read them. */
   paymentWindows: PaymentWindowPolicy;
   strategy: Strategy;
+  /** SPLIT_POLICY: where an order's units may come from when no one location covers it (a request's `split` wins). */
+  splitPolicy: SplitPolicy;
   /** Live stock changes (GET /stock/events). */
   feed: StockFeed;
   /** At most this many event streams at once (`serve --max-streams`). */

@@ -5,7 +5,9 @@
  */
 import { Type, type TSchema } from '@sinclair/typebox';
 import { SKU_PATTERN } from '../engine/input.js';
-import { FULFILMENT_STATUSES, ORDER_STATUSES, PAYMENT_STATUSES, RESERVATION_STATUSES } from '../db/schema.js';
+import { LOCATION_CODE_PATTERN } from '../engine/locations.js';
+import { SPLIT_POLICIES } from '../engine/names.js';
+import { FULFILMENT_STATUSES, LOCATION_KINDS, ORDER_STATUSES, PAYMENT_STATUSES, RESERVATION_STATUSES } from '../db/schema.js';
 
 const strict = { additionalProperties: false } as const;
 /** Printable text: no control characters (the engine refuses them too, with a sentence). */
@@ -68,14 +70,24 @@ export const Problem = Type.Object(
     errors: Type.Optional(Type.Array(FieldError, { description: 'invalid_input: every failing field (at most 20), as the caller wrote it' })),
     errors_omitted: Type.Optional(Type.Integer({ minimum: 1, description: 'invalid_input: failing fields not listed in `errors`' })),
     shortages: Type.Optional(
-      Type.Array(Type.Object({ sku: Type.String(), requested: Type.Integer(), available: Type.Integer() }, strict), {
-        description: 'insufficient_stock: each short SKU',
-      }),
+      Type.Array(
+        Type.Object(
+          {
+            sku: Type.String(),
+            requested: Type.Integer(),
+            available: Type.Integer({ description: 'what the order could have had: at the location it was pinned to, or at one location when its lines may not split' }),
+            available_total: Type.Optional(Type.Integer({ description: 'what every active location holds together, when that is more' })),
+          },
+          strict,
+        ),
+        { description: 'insufficient_stock: each short SKU' },
+      ),
     ),
     skus: Type.Optional(Type.Array(Type.String(), { description: 'the SKUs concerned: sku_not_found, stock_conflict, reservations_exceed_on_hand' })),
     variants: Type.Optional(Type.Array(Type.String(), { description: 'sku_not_found for a product with variants: the SKUs that hold its stock' })),
     attempts: Type.Optional(Type.Integer({ description: 'stock_conflict: optimistic attempts made' })),
     order_id: Type.Optional(Type.String({ format: 'uuid', description: 'the order a refusal by state (or a conflict) concerns' })),
+    location: Type.Optional(Type.String({ description: 'location_not_found, location_inactive, stock_below_reserved: the location concerned' })),
     order: Type.Optional(Type.String({ description: 'order_not_found, order_ambiguous: the id or ref asked for' })),
     matches: Type.Optional(Type.Array(Type.String(), { description: 'order_ambiguous: orders the id prefix matches (the first three)' })),
     payment_expires_at: Type.Optional(Type.String({ description: 'window_not_extended: the order\'s current deadline' })),
@@ -112,7 +124,7 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   400: 'malformed_json, malformed_url, malformed_request',
   401: 'unauthorized: no token, or an unknown or revoked one',
   403: "forbidden: the token's role may not",
-  404: 'order_not_found, sku_not_found',
+  404: 'order_not_found, sku_not_found, location_not_found',
   409: 'refused by the current state (insufficient_stock, order_paid, invalid_transition, ...)',
   413: 'body_too_large: over 64 KiB',
   414: 'uri_too_long: a path segment over 1,000 characters',
@@ -177,6 +189,17 @@ export const ReserveBody = Type.Object(
       text(50, "how the customer pays, stored on the order: the window is PAYMENT_TIMEOUTS' entry for it (else its default=, else PAYMENT_TIMEOUT_MINUTES)"),
     ),
     priority: Type.Optional(text(50, 'customer tier: adds its PRIORITY_WINDOWS extra time to the window')),
+    location: Type.Optional(
+      patterned(LOCATION_CODE_PATTERN.source, 'a location code: 1 to 64 letters, digits, dots, dashes or underscores', {
+        description: 'take every unit from this location (store pickup): 404 location_not_found if there is none, 409 location_inactive if it does not sell',
+      }),
+    ),
+    split: Type.Optional(
+      choice(
+        SPLIT_POLICIES,
+        "when no one location covers the order: units (a line may come from several locations), lines (each line from one location, lines may differ), never (the whole order from one location); default the server's SPLIT_POLICY",
+      ),
+    ),
   },
   strict,
 );
@@ -189,6 +212,11 @@ export const ReserveHeaders = Type.Object(
     ),
   },
   { additionalProperties: true },
+);
+/** Where units of an order line are held: one reservation per (line, location). */
+export const Allocation = Type.Object(
+  { location: Type.String(), quantity: Type.Integer(), reservation_id: Type.String({ format: 'uuid' }) },
+  { $id: 'Allocation' },
 );
 export const ReserveResult = Type.Object({
   order_id: Type.String({ format: 'uuid' }),
@@ -203,7 +231,14 @@ export const ReserveResult = Type.Object({
   strategy: Type.String(),
   attempts: Type.Integer(),
   replay: Type.Boolean(),
-  items: Type.Array(Type.Object({ sku: Type.String(), quantity: Type.Integer(), reservation_id: nullable(Type.String()) })),
+  items: Type.Array(
+    Type.Object({
+      sku: Type.String(),
+      quantity: Type.Integer(),
+      reservation_id: nullable(Type.String({ description: "the line's first reservation (its only one unless the line was split)" })),
+      allocations: Type.Array(Type.Ref('Allocation'), { description: 'where the line\'s units are held: one reservation per location' }),
+    }),
+  ),
   retries: Type.Integer(),
   expired_orders_released: Type.Integer(),
 });
@@ -299,11 +334,21 @@ export const OrderDetail = Type.Object(
     payment_method: nullable(Type.String()),
     payment_window_seconds: nullable(Type.Integer()),
     priority: nullable(Type.String()),
-    items: Type.Array(Type.Object({ sku: Type.String(), name: Type.String(), unit_price: Type.Integer(), quantity: Type.Integer(), line_total: Type.Integer() })),
+    items: Type.Array(
+      Type.Object({
+        sku: Type.String(),
+        name: Type.String(),
+        unit_price: Type.Integer(),
+        quantity: Type.Integer(),
+        line_total: Type.Integer(),
+        allocations: Type.Array(Type.Ref('Allocation'), { description: "where the line's units are held (by its latest reserve): one reservation per location" }),
+      }),
+    ),
     reservations: Type.Array(
       Type.Object({
         reservation_id: Type.String(),
         sku: Type.String(),
+        location: Type.String(),
         quantity: Type.Integer(),
         status: oneOf(RESERVATION_STATUSES),
         reserved_at: Type.String(),
@@ -315,6 +360,7 @@ export const OrderDetail = Type.Object(
       Type.Object({
         movement_id: Type.Integer(),
         sku: Type.String(),
+        location: Type.String(),
         kind: Type.String(),
         stock_delta: Type.Integer(),
         reserved_delta: Type.Integer(),
@@ -333,23 +379,63 @@ export const StockItem = Type.Object(
     name: Type.String(),
     stock_quantity: Type.Integer(),
     reserved_stock: Type.Integer(),
+    available: Type.Integer({ description: 'summed over the active locations, each at least 0' }),
+    incoming: Type.Integer({ description: 'on their way from one location to another (transfers): never available' }),
+    version: Type.Integer({ description: 'the sum of the versions of its levels: grows with every change' }),
+    in_stock: Type.Boolean(),
+  },
+  { $id: 'StockItem', description: "a SKU's stock summed over its locations (`stock --json`)" },
+);
+/** One SKU at one location (`stock --location CODE --json`). */
+export const LevelItem = Type.Object(
+  {
+    sku: Type.String(),
+    name: Type.String(),
+    location: Type.String(),
+    active: Type.Boolean({ description: 'whether the location sells: an inactive one has nothing available' }),
+    stock_quantity: Type.Integer(),
+    reserved_stock: Type.Integer(),
+    incoming: Type.Integer(),
     available: Type.Integer(),
     version: Type.Integer(),
     in_stock: Type.Boolean(),
   },
-  { $id: 'StockItem' },
+  { $id: 'LevelItem', description: 'one SKU at one location (`stock --location CODE --json`)' },
 );
+export const Location = Type.Object(
+  {
+    code: Type.String(),
+    name: Type.String(),
+    kind: oneOf(LOCATION_KINDS),
+    priority: Type.Integer({ description: 'higher is tried first when an order is reserved' }),
+    active: Type.Boolean({ description: 'whether it sells' }),
+    stock_quantity: Type.Integer(),
+    reserved_stock: Type.Integer(),
+    incoming: Type.Integer(),
+    available: Type.Integer(),
+    skus: Type.Integer({ description: 'SKUs with a level here' }),
+    created_at: Type.String(),
+  },
+  { $id: 'Location', description: 'a warehouse or store holding stock, with its levels summed (`location list --json`)' },
+);
+export const LocationList = Type.Object({ locations: Type.Array(Type.Ref('Location'), { description: 'highest priority first' }) });
 export const StockQuery = Type.Object(
   {
     sku: Type.Optional(Type.Union([Sku, Type.Array(Sku, { maxItems: 100 })], { description: 'only these SKUs (repeat the parameter)' })),
     low: Type.Optional(wholeNumber(0, 9_999_999, 'a whole number of units (0 to 9,999,999)', 'only rows with at most this many units available (0 to 9,999,999)')),
     limit: Type.Optional(wholeNumber(1, 1000, 'a whole number from 1 to 1000 (default 100; page on with cursor)')),
     cursor: Type.Optional(patterned('^[A-Za-z0-9_-]{1,100}$', 'the next_cursor of the previous page')),
+    location: Type.Optional(
+      patterned(LOCATION_CODE_PATTERN.source, 'a location code: 1 to 64 letters, digits, dots, dashes or underscores', {
+        description: 'the levels at this location (LevelItem), not the totals: 404 location_not_found if there is none',
+      }),
+    ),
   },
   strict,
 );
 export const StockList = Type.Object({
-  items: Type.Array(Type.Ref('StockItem')),
+  location: Type.Optional(Type.String({ description: 'with ?location=: the location, and the items are its levels' })),
+  items: Type.Array(Type.Union([Type.Ref('LevelItem'), Type.Ref('StockItem')]), { description: 'StockItem totals; with ?location=, LevelItem levels' }),
   next_cursor: nullable(Type.String({ description: 'pass as ?cursor= for the next page (in SKU order); null on the last page' })),
 });
 export const EventsQuery = Type.Object(

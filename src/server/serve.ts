@@ -5,6 +5,7 @@
  */
 import type { Database } from '../db/client.js';
 import type { Strategy } from '../engine/orders.js';
+import type { SplitPolicy } from '../engine/names.js';
 import type { Settings } from '../engine/settings.js';
 import type { PaymentWindowPolicy } from '../engine/windows.js';
 import { expireDueOrders } from '../engine/sweep.js';
@@ -34,6 +35,8 @@ export interface ServeOptions {
   tokenRateLimit?: number;
   /** Per-SKU series in GET /metrics (STOCKCTL_METRICS_MAX_SKUS). */
   metricsMaxSkus: number;
+  /** SPLIT_POLICY: POST /orders' split when the request names none. */
+  splitPolicy: SplitPolicy;
   actor: string;
   /** Resolves (or aborts) when the server should stop. */
   stop: AbortSignal;
@@ -60,6 +63,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     corsOrigins: opts.corsOrigins,
     tokenRateLimit: opts.tokenRateLimit,
     metricsMaxSkus: opts.metricsMaxSkus,
+    splitPolicy: opts.splitPolicy,
   });
   const { app } = stockApp;
   const log = app.log;

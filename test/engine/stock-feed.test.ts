@@ -72,12 +72,16 @@ describe('the write path pays for the feed only while someone listens', () => {
     const subscription = await live.subscribe({ onEvent: (e) => heard.push(e), onEnd: () => {} });
     await t.sql.begin(async (tx) => {
       await applyStockChanges(tx as unknown as postgres.Sql, [
-        { sku: 'FEED-A', stockDelta: 1, reservedDelta: 0, kind: 'adjust' },
-        { sku: 'FEED-B', stockDelta: -1, reservedDelta: 0, kind: 'adjust' },
+        { sku: 'FEED-A', location: 'default', stockDelta: 1, reservedDelta: 0, kind: 'adjust' },
+        { sku: 'FEED-B', location: 'default', stockDelta: -1, reservedDelta: 0, kind: 'adjust' },
       ], ACTOR);
     });
     const [a, b] = await listStock(t.db, { skus: ['FEED-A', 'FEED-B'] });
-    expect(await tap.upToNow()).toEqual([a, b]);
+    // One notice per changed level; the feed sums the levels into each SKU's totals.
+    expect(await tap.upToNow()).toEqual([
+      { ...a, location: 'default', location_active: true, changed_levels: 1 },
+      { ...b, location: 'default', location_active: true, changed_levels: 1 },
+    ]);
     // The feed hears on a session of its own, which may be a moment behind the tap's.
     await until(() => heard.length >= 2);
     expect(heard.map((e) => e.item)).toEqual([a, b]);
@@ -117,7 +121,7 @@ describe('the write path pays for the feed only while someone listens', () => {
     try {
       await writer`BEGIN`;
       // Changed, so read the count of listeners (none yet): this change sends no NOTIFY.
-      await applyStockChanges(writer as unknown as postgres.Sql, [{ sku: 'FEED-D', stockDelta: 2, reservedDelta: 0, kind: 'adjust' }], ACTOR);
+      await applyStockChanges(writer as unknown as postgres.Sql, [{ sku: 'FEED-D', location: 'default', stockDelta: 2, reservedDelta: 0, kind: 'adjust' }], ACTOR);
       let joined = false;
       const heard: StockEvent[] = [];
       const subscribing = feed()

@@ -338,6 +338,7 @@ describe('status codes, validation and the role matrix', () => {
         'GET /stock',
         'GET /stock/{sku}',
         'GET /stock/events',
+        'GET /locations',
         'GET /metrics',
         'GET /healthz',
         'GET /readyz',
@@ -405,7 +406,7 @@ describe('what a careless or hostile client sends', () => {
     const cancelled = await api(server, 'DELETE', `/orders/${order.body.order_id}`, { token: tokens.shop, body: { restock: true } });
     expect(cancelled.status).toBe(200);
     expect(cancelled.body).toMatchObject({ outcome: 'cancelled' });
-    expect((await t.sql`SELECT reserved_stock, stock_quantity FROM products WHERE sku = 'SHOPRESTOCK'`)[0]).toEqual({ reserved_stock: 0, stock_quantity: 5 });
+    expect((await t.sql`SELECT reserved_stock, stock_quantity FROM stock_items WHERE sku = 'SHOPRESTOCK'`)[0]).toEqual({ reserved_stock: 0, stock_quantity: 5 });
   });
 
   it('a token pasted into a URL is never logged', async () => {
@@ -466,7 +467,8 @@ describe('live stock events', () => {
       expect((await t.cli(['stock', 'adjust', 'LIVE', '-3', '--reason', 'damaged'])).code).toBe(0);
       const first = await nextEvent();
       const cli = await t.cliJson<any>(['stock', 'LIVE']);
-      expect(first.data).toEqual(cli.json.items[0]);
+      // The SKU's totals, with the level that changed.
+      expect(first.data).toEqual({ ...cli.json.items[0], level: expect.objectContaining({ location: 'default', stock_quantity: 7, available: 7 }) });
       expect(first.id).toMatch(/^[0-9a-f]{8}-\d+$/); // a position in the stream (test/server/stock-events.test.ts)
       await reserve([{ sku: 'LIVE', quantity: 2 }]);
       const second = await nextEvent();

@@ -11,90 +11,11 @@ import { runCliJson, startCli } from '../helpers/cli.js';
 import { transaction } from '../../src/db/query.js';
 import { applyStockChanges } from '../../src/engine/stock.js';
 import { api, startServer, type RunningServer } from './_server.js';
+import { SseStream } from './_sse.js';
 
 const t = useTestDatabase();
 let server: RunningServer;
 const tokens: Record<string, string> = {};
-
-interface SseEvent {
-  event: string;
-  id?: string;
-  data: any;
-}
-
-/** An EventSource-like reader on fetch: each event as it arrives, and whether the stream ended. */
-class SseStream {
-  private buffered = '';
-  private events: SseEvent[] = [];
-  private done = false;
-  private constructor(
-    readonly status: number,
-    readonly headers: Headers,
-    private readonly reader: ReadableStreamDefaultReader<string> | undefined,
-    private readonly abort: AbortController,
-    readonly body?: any,
-  ) {}
-
-  static async open(target: { url: string }, path: string, opts: { token: string; lastEventId?: string }): Promise<SseStream> {
-    const abort = new AbortController();
-    const headers: Record<string, string> = { authorization: `Bearer ${opts.token}` };
-    if (opts.lastEventId) headers['last-event-id'] = opts.lastEventId;
-    const res = await fetch(`${target.url}${path}`, { headers, signal: abort.signal });
-    if (res.status !== 200) return new SseStream(res.status, res.headers, undefined, abort, await res.json());
-    return new SseStream(res.status, res.headers, res.body!.pipeThrough(new TextDecoderStream()).getReader(), abort);
-  }
-
-  /** The next event, or undefined once the server ended the stream. */
-  async next(): Promise<SseEvent | undefined> {
-    for (;;) {
-      const queued = this.events.shift();
-      if (queued) return queued;
-      if (this.done) return undefined;
-      const { value, done } = await this.reader!.read().catch(() => ({ value: undefined, done: true }));
-      if (done) this.done = true;
-      else this.parse(value!);
-    }
-  }
-
-  /** Events up to and including the first `ready`. */
-  async untilReady(): Promise<SseEvent[]> {
-    const seen: SseEvent[] = [];
-    for (;;) {
-      const event = await this.next();
-      if (!event) throw new Error(`the stream ended before its ready event: ${JSON.stringify(seen)}`);
-      seen.push(event);
-      if (event.event === 'ready') return seen;
-    }
-  }
-
-  /** Every event until the server ends the stream. */
-  async rest(): Promise<SseEvent[]> {
-    const seen: SseEvent[] = [];
-    for (let event = await this.next(); event; event = await this.next()) seen.push(event);
-    return seen;
-  }
-
-  close(): void {
-    this.abort.abort();
-    void this.reader?.cancel().catch(() => {});
-  }
-
-  private parse(chunk: string) {
-    this.buffered += chunk;
-    for (let end = this.buffered.indexOf('\n\n'); end >= 0; end = this.buffered.indexOf('\n\n')) {
-      const block = this.buffered.slice(0, end);
-      this.buffered = this.buffered.slice(end + 2);
-      const fields = new Map<string, string>();
-      for (const line of block.split('\n')) {
-        if (line.startsWith(':')) continue;
-        const colon = line.indexOf(':');
-        fields.set(line.slice(0, colon), line.slice(colon + 1).replace(/^ /, ''));
-      }
-      if (!fields.has('data')) continue; // retry: and comments dispatch nothing
-      this.events.push({ event: fields.get('event') ?? 'message', id: fields.get('id'), data: JSON.parse(fields.get('data')!) });
-    }
-  }
-}
 
 async function product(sku: string, stock: number) {
   const res = await t.cli(['product', 'add', sku, '--name', `Item ${sku}`, '--stock', String(stock)]);
@@ -105,6 +26,15 @@ async function stockItem(sku: string) {
   const res = await t.cliJson<{ items: any[] }>(['stock', sku]);
   expect(res.code, res.stderr).toBe(0);
   return res.json.items[0];
+}
+
+/** A `stock` event's data: the SKU's totals (a `stock --json` item) and the level that changed. */
+async function stockEvent(sku: string, location = 'default') {
+  const res = await t.cliJson<{ items: any[] }>(['stock', sku, '--by-location']);
+  expect(res.code, res.stderr).toBe(0);
+  const { levels, ...item } = res.json.items[0];
+  const { in_stock: _inStock, ...level } = levels.find((l: any) => l.location === location);
+  return { ...item, level };
 }
 
 async function adjust(sku: string, delta: string) {
@@ -176,7 +106,7 @@ describe('list, then watch', () => {
 
       await adjust('LIVE-A', '-3');
       const change = await stream.next();
-      expect(change).toEqual({ event: 'stock', id: expect.stringMatching(EVENT_ID), data: await stockItem('LIVE-A') });
+      expect(change).toEqual({ event: 'stock', id: expect.stringMatching(EVENT_ID), data: await stockEvent('LIVE-A') });
       expect(change!.data).toMatchObject({ stock_quantity: 7, available: 7 });
     } finally {
       stream.close();
@@ -194,7 +124,7 @@ describe('list, then watch', () => {
     try {
       const first = await after.untilReady();
       expect(first).toEqual([
-        { event: 'stock', id: expect.stringMatching(EVENT_ID), data: await stockItem('LIVE-B') },
+        { event: 'stock', id: expect.stringMatching(EVENT_ID), data: await stockEvent('LIVE-B') },
         { event: 'ready', id: expect.stringMatching(EVENT_ID), data: { snapshot: false, items: 1 } },
       ]);
       expect(first[0].data).toMatchObject({ sku: 'LIVE-B', stock_quantity: 7 });
@@ -260,7 +190,7 @@ describe('list, then watch', () => {
         { event: 'ready', id: expect.not.stringMatching(new RegExp(`^${lastId.split('-')[0]}-`)), data: { snapshot: true, items: 1 } },
       ]);
       await adjust('LIVE-B', '-1');
-      expect(await again.next()).toEqual({ event: 'stock', id: expect.stringMatching(EVENT_ID), data: await stockItem('LIVE-B') });
+      expect(await again.next()).toEqual({ event: 'stock', id: expect.stringMatching(EVENT_ID), data: await stockEvent('LIVE-B') });
     } finally {
       again.close();
     }
@@ -360,6 +290,7 @@ describe('bounded', () => {
     // that never reads, so that what follows has to wait in the server.
     const big: TestDatabase = await t.createDatabase();
     await big.sql`INSERT INTO products (sku, name, price) SELECT 'BULK-' || i, repeat('n', 180) || i, 100 FROM generate_series(1, 20000) i`;
+    await big.sql`INSERT INTO stock_levels (sku, location, product_id) SELECT sku, 'default', product_id FROM products WHERE sku LIKE 'BULK-%'`;
     const reader = await token('bulk-reader', 'read', big.url);
     const bounded = await startServer(big.url, ['--max-streams', '1']);
     const log = serverLog(bounded);
@@ -375,7 +306,7 @@ describe('bounded', () => {
       await transaction(big.db, (tx) =>
         applyStockChanges(
           tx,
-          Array.from({ length: 20000 }, (_, i) => ({ sku: `BULK-${i + 1}`, stockDelta: 1, reservedDelta: 0, kind: 'adjust' as const })),
+          Array.from({ length: 20000 }, (_, i) => ({ sku: `BULK-${i + 1}`, location: 'default', stockDelta: 1, reservedDelta: 0, kind: 'adjust' as const })),
           'test',
         ),
       );

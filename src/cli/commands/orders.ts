@@ -263,6 +263,9 @@ export async function show(ctx: CommandContext, key: string) {
   const { db } = await ctx.openDb({ application: 'stockctl-orders' });
   const { showOrderWithHistory } = await import('../../engine/fulfilment.js');
   const o = await showOrderWithHistory(db, parseOrderKey(key));
+  // With one location, where a reservation is goes without saying.
+  const { severalLocations } = await import('../../engine/locations.js');
+  const located = !ctx.out.json && (await severalLocations(db));
   ctx.out.result(o, () => {
     const { chalk } = ctx.out;
     ctx.out.line(`${chalk.bold('Order')} ${o.order_id}${o.ref ? `  ref ${o.ref}` : ''}`);
@@ -281,7 +284,12 @@ export async function show(ctx: CommandContext, key: string) {
     ctx.out.line('\nLines');
     ctx.out.line(ctx.out.table(['SKU', 'Name', 'Qty', 'Unit price', 'Line total'], o.items.map((i) => [i.sku, i.name, i.quantity, formatPrice(i.unit_price), formatPrice(i.line_total)])));
     ctx.out.line('\nReservations');
-    ctx.out.line(ctx.out.table(['Reservation', 'SKU', 'Qty', 'Status', 'Reserved', 'Expires', 'Released'], o.reservations.map((r) => [r.reservation_id, r.sku, r.quantity, r.status, r.reserved_at, r.expires_at, r.released_at ?? ''])));
+    ctx.out.line(
+      ctx.out.table(
+        ['Reservation', 'SKU', ...(located ? ['Location'] : []), 'Qty', 'Status', 'Reserved', 'Expires', 'Released'],
+        o.reservations.map((r) => [r.reservation_id, r.sku, ...(located ? [r.location] : []), r.quantity, r.status, r.reserved_at, r.expires_at, r.released_at ?? '']),
+      ),
+    );
     ctx.out.line('\nLedger');
     ctx.out.line(ctx.out.table(['#', 'SKU', 'Kind', 'On hand Δ', 'Reserved Δ', 'Actor', 'Reason', 'At'], o.movements.map((m) => [m.movement_id, m.sku, m.kind, m.stock_delta, m.reserved_delta, m.actor, m.reason ?? '', m.created_at])));
   });

@@ -78,6 +78,7 @@ export default async function serveCommand(ctx: CommandContext, flags: Flags) {
     actor: ctx.config.actor,
     listenUrl: ctx.config.listenUrl,
     metricsMaxSkus: ctx.config.metricsMaxSkus,
+    splitPolicy: ctx.config.splitPolicy,
     stop: stop.signal,
     ...options,
     onListening: (address) => {

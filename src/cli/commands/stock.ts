@@ -90,7 +90,13 @@ async function watch(ctx: CommandContext, filter: { skus: string[]; low?: number
   const { listStock } = await import('../../engine/catalogue.js');
   const { openStockFeed } = await import('../../engine/stock-events.js');
   const { DatabaseUnavailableError } = await import('../../errors.js');
-  const feed = openStockFeed({ url: listenUrl, application: 'stockctl-stock-watch', client: { statementTimeoutS: ctx.config.statementTimeoutS } });
+  const feed = openStockFeed({
+    url: listenUrl,
+    application: 'stockctl-stock-watch',
+    client: { statementTimeoutS: ctx.config.statementTimeoutS },
+    // The levels of the SKUs watched, not of the whole catalogue.
+    skus: filter.skus.length > 0 ? filter.skus : undefined,
+  });
   const wanted = filter.skus.length > 0 ? new Set(filter.skus) : undefined;
   const shown = (item: StockItem) => filter.low === undefined || item.available <= filter.low;
   const rows = new Map<string, StockItem>();

@@ -3,7 +3,8 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { listStock, listStockPage } from '../../engine/catalogue.js';
+import { listLevels, listStock, listStockPage } from '../../engine/catalogue.js';
+import { findLocation } from '../../engine/locations.js';
 import type { StockItem } from '../../engine/stock-item.js';
 import { SKU_PATTERN } from '../../engine/input.js';
 import type { StockEvent, Subscription } from '../../engine/stock-events.js';
@@ -69,7 +70,7 @@ const sse = (text: string): Sse => ({ text, bytes: Buffer.byteLength(text) });
 const eventTexts = new WeakMap<StockEvent, Sse>();
 function eventText(event: StockEvent): Sse {
   let text = eventTexts.get(event);
-  if (text === undefined) eventTexts.set(event, (text = sse(`event: stock\nid: ${event.id}\ndata: ${JSON.stringify(event.item)}\n\n`)));
+  if (text === undefined) eventTexts.set(event, (text = sse(`event: stock\nid: ${event.id}\ndata: ${JSON.stringify({ ...event.item, level: event.level })}\n\n`)));
   return text;
 }
 const snapshotText = (item: StockItem) => `event: snapshot\ndata: ${JSON.stringify(item)}\n\n`;
@@ -241,6 +242,9 @@ export const stockRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
         tags: ['stock'],
         operationId: 'listStock',
         summary: 'Stock levels of every SKU (or of ?sku=…), as `stock --json`, in SKU order and in pages (follow next_cursor, or the Link header)',
+        description:
+          "Each item is a SKU's totals over its locations (StockItem). With `?location=CODE`, each is the SKU's level at that location " +
+          '(LevelItem, as `stock --location CODE --json`), SKUs without a level there left out, and the page says `location`.',
         security,
         querystring: StockQuery,
         response: { 200: ok(StockList, 'one page of stock rows', LINK_NEXT), ...problems(...AUTH, 404) },
@@ -249,10 +253,22 @@ export const stockRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
     async (request, reply) => {
       const { query } = request;
       const limit = query.limit ?? STOCK_PAGE;
+      const after = query.cursor === undefined ? undefined : afterSku(query.cursor);
+      if (query.location !== undefined) {
+        const location = (await findLocation(db, query.location)).code;
+        const skus = asList(query.sku);
+        // Unknown SKUs are a 404 naming them, as without ?location=.
+        if (skus) await listStock(db, { skus });
+        const levels = await listLevels(db, { skus, location, low: query.low, after, limit: limit + 1 });
+        const items = levels.slice(0, limit);
+        const next = levels.length > limit ? stockCursor(items[items.length - 1].sku) : null;
+        if (next) reply.header('link', nextLink('/stock', query, next));
+        return { location, items, next_cursor: next };
+      }
       const page = await listStockPage(db, {
         skus: asList(query.sku),
         low: query.low,
-        after: query.cursor === undefined ? undefined : afterSku(query.cursor),
+        after,
         limit,
       });
       const next = page.more ? stockCursor(page.items[page.items.length - 1].sku) : null;
@@ -281,7 +297,8 @@ export const stockRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
         summary: 'Server-Sent Events: the current state of the SKUs, then one `stock` event per committed change',
         description:
           'First one `snapshot` event per SKU (its data a `stock --json` item), then one `ready` event (`{"snapshot":true,"items":N}`), ' +
-          'then one `stock` event per committed change of a subscribed row, its data the changed row as a `stock --json` item. ' +
+          'then one `stock` event per committed change of a level (a SKU at a location) of a subscribed SKU, its data the SKU\'s totals ' +
+          'after the change as a `stock --json` item, with the changed level as `level` ({location, active, stock_quantity, reserved_stock, incoming, available, version}). ' +
           '`ready` and `stock` events carry an id; a client that reconnects with `Last-Event-ID` (EventSource does) gets the changes ' +
           'after it, then `ready` with `"snapshot":false`, or, when the server no longer holds them, the snapshot again. Versions only grow: ' +
           'keep the highest version per SKU and you hold the database\'s state. The stream ends when its token is revoked or loses its role, ' +
