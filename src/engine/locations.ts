@@ -9,6 +9,7 @@ import { array, execute, iso, rows, transaction, type Tx } from '../db/query.js'
 import { InvalidInputError, NotFoundError, RefusedError } from '../errors.js';
 import { LOCATION_KINDS } from '../db/schema.js';
 import { quote } from './input.js';
+import { applyStockChanges } from './stock.js';
 
 export type LocationKind = (typeof LOCATION_KINDS)[number];
 export { LOCATION_KINDS };
@@ -147,6 +148,7 @@ export interface SetLocationInput {
   priority?: number;
   active?: boolean;
   name?: string;
+  actor: string;
 }
 
 /** Change a location's priority, name or whether it sells; its stock stays where it is. */
@@ -164,6 +166,18 @@ export async function setLocation(db: Db, input: SetLocationInput): Promise<Loca
                  name = ${input.name ?? before.name}, updated_at = now()
            WHERE code = ${input.code}`,
     );
+    if (input.active !== undefined && input.active !== before.active) {
+      // Its units join or leave every SKU's available total: each of its levels moves on a
+      // version, through the one stock change, so live stock hears of it and a reader that
+      // keeps the highest version takes the new totals. The ledger rows change no counter.
+      const levels = await rows<{ sku: string }>(tx, sql`SELECT sku FROM stock_levels WHERE location = ${input.code} ORDER BY sku`);
+      const reason = `location ${input.code} ${input.active ? 'activated' : 'deactivated'}`;
+      await applyStockChanges(
+        tx,
+        levels.map((l) => ({ sku: l.sku, location: input.code, stockDelta: 0, reservedDelta: 0, kind: 'location' as const, reason })),
+        input.actor,
+      );
+    }
     return { ...(await findLocation(tx, input.code)), changed: true };
   });
 }

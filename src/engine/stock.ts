@@ -24,7 +24,9 @@ export type MovementKind =
   | 'transfer_out'
   | 'transfer_in'
   | 'transfer_receive'
-  | 'transfer_cancel';
+  | 'transfer_cancel'
+  /** A location activated or deactivated: its levels' versions move, no counter. */
+  | 'location';
 
 /** A change of one stock level: a SKU at a location. */
 export interface StockChange {

@@ -56,6 +56,7 @@ export async function set(ctx: CommandContext, codeArg: string, flags: { priorit
     priority: flags.priority === undefined ? undefined : parsePriority(flags.priority),
     active: flags.active === undefined ? undefined : parseActive(flags.active),
     name: flags.name === undefined ? undefined : parseText(flags.name, 'name', 200),
+    actor: ctx.config.actor,
   };
   if (input.priority === undefined && input.active === undefined && input.name === undefined) {
     throw new InvalidInputError('Say what to change: --priority P, --active true|false or --name N.');
