@@ -7,7 +7,7 @@
 import type postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { useTestDatabase } from '../helpers/db.js';
-import { addProduct, changeStock, listStock } from '../../src/engine/catalogue.js';
+import { addProduct, changeStock, listLevels, listStock, type LevelItem } from '../../src/engine/catalogue.js';
 import { openStockFeed, STOCK_CHANNEL, type StockEvent, type StockFeed } from '../../src/engine/stock-events.js';
 import { applyStockChanges } from '../../src/engine/stock.js';
 import { ACTOR } from './_support.js';
@@ -53,6 +53,9 @@ async function until(done: () => boolean) {
 
 const adjust = (sku: string, delta: number) => changeStock(t.db, { sku, delta, actor: ACTOR });
 
+/** What a change of this level says on the channel: the level, with whether its location sells. */
+const notice = ({ active, ...level }: LevelItem) => ({ ...level, location_active: active });
+
 function feed(): StockFeed {
   const opened = openStockFeed({ url: t.url, application: 'stockctl-feed-test', lingerMs: 60_000 });
   feeds.push(opened);
@@ -72,12 +75,18 @@ describe('the write path pays for the feed only while someone listens', () => {
     const subscription = await live.subscribe({ onEvent: (e) => heard.push(e), onEnd: () => {} });
     await t.sql.begin(async (tx) => {
       await applyStockChanges(tx as unknown as postgres.Sql, [
-        { sku: 'FEED-A', stockDelta: 1, reservedDelta: 0, kind: 'adjust' },
-        { sku: 'FEED-B', stockDelta: -1, reservedDelta: 0, kind: 'adjust' },
+        { sku: 'FEED-A', location: 'default', stockDelta: 1, reservedDelta: 0, kind: 'adjust' },
+        { sku: 'FEED-B', location: 'default', stockDelta: -1, reservedDelta: 0, kind: 'adjust' },
       ], ACTOR);
     });
     const [a, b] = await listStock(t.db, { skus: ['FEED-A', 'FEED-B'] });
-    expect(await tap.upToNow()).toEqual([a, b]);
+    // One NOTIFY per changed level, carrying that level (one location: the SKU's totals, at 'default').
+    const levels = await listLevels(t.db, { skus: ['FEED-A', 'FEED-B'] });
+    expect(levels.map(notice)).toEqual([
+      { sku: 'FEED-A', name: 'a', location: 'default', location_active: true, stock_quantity: 7, reserved_stock: 0, incoming: 0, available: 7, version: a.version, in_stock: true },
+      { sku: 'FEED-B', name: 'b', location: 'default', location_active: true, stock_quantity: 4, reserved_stock: 0, incoming: 0, available: 4, version: b.version, in_stock: true },
+    ]);
+    expect(await tap.upToNow()).toEqual(levels.map(notice));
     // The feed hears on a session of its own, which may be a moment behind the tap's.
     await until(() => heard.length >= 2);
     expect(heard.map((e) => e.item)).toEqual([a, b]);
@@ -97,7 +106,7 @@ describe('the write path pays for the feed only while someone listens', () => {
     await t.sql`SELECT setval('stock_listeners_live', 1, true)`;
     const tap = await channelTap();
     await adjust('FEED-C', 1);
-    expect(await tap.upToNow()).toMatchObject([{ sku: 'FEED-C', stock_quantity: 6 }]);
+    expect(await tap.upToNow()).toMatchObject([{ sku: 'FEED-C', location: 'default', location_active: true, stock_quantity: 6, incoming: 0 }]);
     const swept = await t.cli(['sweep', '--json']);
     expect(swept.code, swept.stderr).toBe(0);
     expect(await t.sql`SELECT count(*)::int AS n FROM stock_listeners`).toEqual([{ n: 0 }]);
@@ -117,7 +126,7 @@ describe('the write path pays for the feed only while someone listens', () => {
     try {
       await writer`BEGIN`;
       // Changed, so read the count of listeners (none yet): this change sends no NOTIFY.
-      await applyStockChanges(writer as unknown as postgres.Sql, [{ sku: 'FEED-D', stockDelta: 2, reservedDelta: 0, kind: 'adjust' }], ACTOR);
+      await applyStockChanges(writer as unknown as postgres.Sql, [{ sku: 'FEED-D', location: 'default', stockDelta: 2, reservedDelta: 0, kind: 'adjust' }], ACTOR);
       let joined = false;
       const heard: StockEvent[] = [];
       const subscribing = feed()
