@@ -44,7 +44,7 @@ try {
     peak = `; peak RSS ${Math.round(Number(readFileSync(join(timeDir, 'rss'), 'utf8').trim()) / 1024)} MiB`;
     rmSync(timeDir, { recursive: true, force: true });
   }
-  const [row] = await sql`SELECT reserved_stock FROM products WHERE sku = ${sku}`;
+  const [row] = await sql`SELECT reserved_stock FROM stock_levels WHERE sku = ${sku} AND location = 'default'`;
   const verify = spawnSync(process.execPath, [bin, 'verify'], { encoding: 'utf8' });
   console.log(
     `cancel --from-file - ${dryRun ? '--dry-run ' : ''}of ${count} pending orders: ${seconds.toFixed(1)} s ` +
@@ -69,13 +69,13 @@ async function seedPendingOrders(sql, { sku, prefix, count, quantity }) {
       SELECT o.order_id, p.product_id, p.sku, p.name, p.price, ${quantity}, p.price * ${quantity} FROM o, p
       RETURNING order_item_id, order_id, product_id, sku, quantity
     ), r AS (
-      INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, quantity, expires_at)
-      SELECT order_id, order_item_id, product_id, sku, quantity, now() + interval '1 hour' FROM i
-      RETURNING reservation_id, order_id, product_id, sku, quantity
+      INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, location, quantity, expires_at)
+      SELECT order_id, order_item_id, product_id, sku, 'default', quantity, now() + interval '1 hour' FROM i
+      RETURNING reservation_id, order_id, product_id, sku, location, quantity
     ), m AS (
-      INSERT INTO stock_movements (product_id, sku, kind, reserved_delta, order_id, reservation_id, actor)
-      SELECT product_id, sku, 'reserve', quantity, order_id, reservation_id, 'bench' FROM r
+      INSERT INTO stock_movements (product_id, sku, location, kind, reserved_delta, order_id, reservation_id, actor)
+      SELECT product_id, sku, location, 'reserve', quantity, order_id, reservation_id, 'bench' FROM r
     )
-    UPDATE products SET reserved_stock = reserved_stock + ${count * quantity}, version = version + 1, updated_at = now()
-     WHERE sku = ${sku}`;
+    UPDATE stock_levels SET reserved_stock = reserved_stock + ${count * quantity}, version = version + 1, updated_at = now()
+     WHERE sku = ${sku} AND location = 'default'`;
 }

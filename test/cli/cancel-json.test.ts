@@ -26,15 +26,15 @@ async function seedPendingOrders(sql: postgres.Sql, prefix: string, count: numbe
       SELECT o.order_id, p.product_id, p.sku, p.name, p.price, 2, p.price * 2 FROM o, p
       RETURNING order_item_id, order_id, product_id, sku, quantity
     ), r AS (
-      INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, quantity, expires_at)
-      SELECT order_id, order_item_id, product_id, sku, quantity, now() + interval '1 hour' FROM i
-      RETURNING reservation_id, order_id, product_id, sku, quantity
+      INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, location, quantity, expires_at)
+      SELECT order_id, order_item_id, product_id, sku, 'default', quantity, now() + interval '1 hour' FROM i
+      RETURNING reservation_id, order_id, product_id, sku, location, quantity
     ), m AS (
-      INSERT INTO stock_movements (product_id, sku, kind, reserved_delta, order_id, reservation_id, actor)
-      SELECT product_id, sku, 'reserve', quantity, order_id, reservation_id, 'seed' FROM r
+      INSERT INTO stock_movements (product_id, sku, location, kind, reserved_delta, order_id, reservation_id, actor)
+      SELECT product_id, sku, location, 'reserve', quantity, order_id, reservation_id, 'seed' FROM r
     )
-    UPDATE products SET reserved_stock = reserved_stock + ${count * 2}, version = version + 1, updated_at = now()
-     WHERE sku = ${SKU}`;
+    UPDATE stock_levels SET reserved_stock = reserved_stock + ${count * 2}, version = version + 1, updated_at = now()
+     WHERE sku = ${SKU} AND location = 'default'`;
   const ids = await sql<{ ref: string; order_id: string }[]>`SELECT ref, order_id FROM orders WHERE ref LIKE ${`${prefix}-%`}`;
   return new Map(ids.map((r) => [r.ref, r.order_id]));
 }
@@ -86,7 +86,7 @@ describe('cancel --from-file --json over thousands of orders', () => {
       { order: 'no-such-order-2', outcome: 'error', exit_code: 4, error: { code: 'order_not_found', message: expect.any(String) } },
     ]);
 
-    const [{ reserved_stock }] = await t.sql<{ reserved_stock: number }[]>`SELECT reserved_stock FROM products WHERE sku = ${SKU}`;
+    const [{ reserved_stock }] = await t.sql<{ reserved_stock: number }[]>`SELECT reserved_stock FROM stock_levels WHERE sku = ${SKU} AND location = 'default'`;
     expect(reserved_stock).toBe(0);
   });
 

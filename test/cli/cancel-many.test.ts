@@ -33,15 +33,15 @@ async function seedPendingOrders(
       SELECT o.order_id, p.product_id, p.sku, p.name, p.price, ${o.quantity}, p.price * ${o.quantity} FROM o, p
       RETURNING order_item_id, order_id, product_id, sku, quantity
     ), r AS (
-      INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, quantity, expires_at)
-      SELECT i.order_id, i.order_item_id, i.product_id, i.sku, i.quantity, o.payment_expires_at FROM i JOIN o USING (order_id)
-      RETURNING reservation_id, order_id, product_id, sku, quantity
+      INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, location, quantity, expires_at)
+      SELECT i.order_id, i.order_item_id, i.product_id, i.sku, 'default', i.quantity, o.payment_expires_at FROM i JOIN o USING (order_id)
+      RETURNING reservation_id, order_id, product_id, sku, location, quantity
     ), m AS (
-      INSERT INTO stock_movements (product_id, sku, kind, reserved_delta, order_id, reservation_id, actor)
-      SELECT product_id, sku, 'reserve', quantity, order_id, reservation_id, 'seed' FROM r
+      INSERT INTO stock_movements (product_id, sku, location, kind, reserved_delta, order_id, reservation_id, actor)
+      SELECT product_id, sku, location, 'reserve', quantity, order_id, reservation_id, 'seed' FROM r
     )
-    UPDATE products SET reserved_stock = reserved_stock + ${o.count * o.quantity}, version = version + 1, updated_at = now()
-     WHERE sku = ${o.sku}`;
+    UPDATE stock_levels SET reserved_stock = reserved_stock + ${o.count * o.quantity}, version = version + 1, updated_at = now()
+     WHERE sku = ${o.sku} AND location = 'default'`;
   const ids = await t.sql<{ ref: string; order_id: string }[]>`
     SELECT ref, order_id FROM orders WHERE ref LIKE ${`${o.prefix}-%`}`;
   return new Map(ids.map((r) => [r.ref, r.order_id]));

@@ -33,6 +33,13 @@ describe('stockctl completion', () => {
     expect(complete(res.stdout, 'stockctl loadtest --strategy a')).toEqual(['all']);
     expect(complete(res.stdout, 'stockctl db d')).toEqual(['destroy']);
     expect(complete(res.stdout, 'stockctl orders show --js')).toEqual(['--json']);
+    expect(complete(res.stdout, 'stockctl tra')).toEqual(['transfer']);
+    expect(complete(res.stdout, 'stockctl location ')).toEqual(expect.arrayContaining(['add', 'list', 'set']));
+    expect(complete(res.stdout, 'stockctl location add STORE --kind ')).toEqual(['warehouse', 'store']);
+    expect(complete(res.stdout, 'stockctl reserve TEE:1 --split ')).toEqual(['units', 'lines', 'never']);
+    // `transfer cancel` is not `cancel`: its own flags only.
+    expect(complete(res.stdout, 'stockctl transfer cancel 7 --')).not.toContain('--from-file');
+    expect(complete(res.stdout, 'stockctl transfer cancel 7 --re')).toEqual(['--reason']);
   });
 
   it('zsh loads the same functions through bashcompinit; fish gets complete lines', async () => {
@@ -42,7 +49,12 @@ describe('stockctl completion', () => {
     expect(zsh.stdout).toContain('complete -o default -F _stockctl stockctl');
     const fish = await runCli(['completion', 'fish'], { databaseUrl: null });
     expect(fish.code).toBe(0);
-    expect(fish.stdout).toContain("complete -c stockctl -n '__fish_use_subcommand' -a 'migrate product stock reserve");
+    expect(fish.stdout).toContain("complete -c stockctl -n '__fish_use_subcommand' -a 'migrate product location transfer stock reserve");
+    expect(fish.stdout).toContain("complete -c stockctl -n '__fish_seen_subcommand_from reserve' -l split -x -a 'units lines never'");
+    // `cancel`'s flags are not offered after `transfer cancel`, whose own are.
+    expect(fish.stdout).toContain("complete -c stockctl -n '__fish_seen_subcommand_from cancel; and not __fish_seen_subcommand_from transfer' -l from-file -r");
+    expect(fish.stdout).not.toMatch(/-n '__fish_seen_subcommand_from cancel' /);
+    expect(fish.stdout).toContain("complete -c stockctl -n '__fish_seen_subcommand_from transfer; and __fish_seen_subcommand_from cancel' -l reason -r");
     expect(fish.stdout).toContain("complete -c stockctl -n '__fish_seen_subcommand_from reserve' -l strategy -x -a 'guarded optimistic locking batched'");
     // A flag belongs to its own command only: `token list` is not `orders list`, `stock set` is not `stock`.
     expect(fish.stdout).toContain("complete -c stockctl -n '__fish_seen_subcommand_from orders; and __fish_seen_subcommand_from list' -l status -r");

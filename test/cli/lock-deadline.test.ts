@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { addProduct } from '../../src/engine/catalogue.js';
 import { runCli } from '../helpers/cli.js';
 import { useTestDatabase } from '../helpers/db.js';
-import { holdLock } from '../helpers/locks.js';
+import { holdStockLevel } from '../helpers/locks.js';
 
 const t = useTestDatabase();
 
@@ -17,9 +17,9 @@ beforeAll(async () => {
   await addProduct(t.db, { sku: 'HELD', name: 'Held', stock: 5, actor: 'test' });
 });
 
-/** Run `fn` while another session holds HELD's row lock. */
+/** Run `fn` while another session holds HELD's stock row (its level at 'default') locked. */
 async function whileHeld<T>(fn: () => Promise<T>): Promise<T> {
-  const lock = await holdLock(t.url, "SELECT 1 FROM products WHERE sku = 'HELD' FOR UPDATE");
+  const lock = await holdStockLevel(t.url, 'HELD');
   try {
     return await fn();
   } finally {
@@ -46,8 +46,8 @@ describe('a row locked by another session', () => {
       expect(human.code, `${what}: ${human.stderr}`).toBe(7);
       expect(human.stderr, what).toBe(`error: ${LOCK_TIMEOUT_SENTENCE}\n`);
     });
-    const [row] = await t.sql`SELECT stock_quantity, reserved_stock FROM products WHERE sku = 'HELD'`;
-    expect(row).toEqual({ stock_quantity: 5, reserved_stock: 0 });
+    const [row] = await t.sql`SELECT stock_quantity, reserved_stock, incoming FROM stock_levels WHERE sku = 'HELD' AND location = 'default'`;
+    expect(row).toEqual({ stock_quantity: 5, reserved_stock: 0, incoming: 0 });
     const [{ orders }] = await t.sql`SELECT count(*)::int AS orders FROM orders`;
     expect(orders).toBe(0);
   });

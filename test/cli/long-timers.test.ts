@@ -10,7 +10,7 @@ import { reserveOrder } from '../../src/engine/orders.js';
 import { DEFAULT_SETTINGS } from '../../src/engine/settings.js';
 import { startCli } from '../helpers/cli.js';
 import { useTestDatabase } from '../helpers/db.js';
-import { holdLock } from '../helpers/locks.js';
+import { holdStockLevel } from '../helpers/locks.js';
 import { api, startServer } from '../server/_server.js';
 
 const t = useTestDatabase();
@@ -89,7 +89,7 @@ describe('serve with durations past 24.8 days', () => {
     await addProduct(t.db, { sku: 'GRACE', name: 'Grace', stock: 5, actor: 'test' });
     const server = await startServer(t.url, ['--grace', '366d', '--strategy', 'guarded']);
     // Hold GRACE's row, so that an order for it is in flight (waiting for the lock) at SIGTERM.
-    const lock = await holdLock(t.url, "SELECT 1 FROM products WHERE sku = 'GRACE' FOR UPDATE");
+    const lock = await holdStockLevel(t.url, 'GRACE');
     let exit;
     let answer;
     try {

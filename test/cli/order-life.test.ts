@@ -22,7 +22,7 @@ interface Reserved {
   order_id: string;
   ref: string | null;
   payment_expires_at: string;
-  items: { sku: string; quantity: number; reservation_id: string }[];
+  items: { sku: string; quantity: number; reservation_id: string; allocations: { location: string; quantity: number; reservation_id: string }[] }[];
 }
 
 async function ok(args: string[], opts = SHOP) {
@@ -115,7 +115,15 @@ describe('reserve, then pay', () => {
       strategy: 'guarded',
       attempts: 1,
       replay: false,
-      items: [{ sku: 'TEE', quantity: 2, reservation_id: expect.stringMatching(UUID) }],
+      items: [
+        {
+          sku: 'TEE',
+          quantity: 2,
+          reservation_id: expect.stringMatching(UUID),
+          // One location: the whole line from 'default', under the line's own reservation.
+          allocations: [{ location: 'default', quantity: 2, reservation_id: res.json.items[0]?.reservation_id }],
+        },
+      ],
       retries: 0,
       expired_orders_released: 0,
     });

@@ -87,7 +87,7 @@ describe('a slow reader gets the whole output', () => {
     expect(res.code, res.stderr).toBe(0);
     const [left] = await t.sql`SELECT count(*)::int AS pending FROM orders WHERE status = 'pending'`;
     expect(left.pending).toBe(0);
-    const [stock] = await t.sql`SELECT stock_quantity, reserved_stock FROM products WHERE sku = 'PIPE'`;
+    const [stock] = await t.sql`SELECT stock_quantity, reserved_stock FROM stock_levels WHERE sku = 'PIPE' AND location = 'default'`;
     expect(stock).toEqual({ stock_quantity: PENDING, reserved_stock: 0 });
   });
 

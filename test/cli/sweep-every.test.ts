@@ -57,7 +57,7 @@ describe('sweep --every', () => {
     const runs = await t.sql`SELECT count(*)::int AS n, count(finished_at)::int AS finished FROM sweep_runs`;
     expect(runs[0].n).toBe(runs[0].finished);
     expect(runs[0].n).toBeGreaterThanOrEqual(2);
-    const [row] = await t.sql`SELECT reserved_stock FROM products WHERE sku = 'LOOP'`;
+    const [row] = await t.sql`SELECT reserved_stock FROM stock_levels WHERE sku = 'LOOP' AND location = 'default'`;
     expect(row.reserved_stock).toBe(0);
   });
 
@@ -135,7 +135,7 @@ describe('sweep --every', () => {
       proc.child.kill('SIGTERM');
       const res = await proc.result;
       expect(res.code, res.stderr).toBe(143);
-      const [row] = await t.sql`SELECT reserved_stock FROM products WHERE sku = 'LOOP'`;
+      const [row] = await t.sql`SELECT reserved_stock FROM stock_levels WHERE sku = 'LOOP' AND location = 'default'`;
       expect(row.reserved_stock).toBe(0);
     }, 120_000);
   });

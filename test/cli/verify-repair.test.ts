@@ -40,7 +40,7 @@ async function reserve(args: string[]) {
 
 /** Units gone from the shelf while orders hold them: reserved cleared by hand, then on hand set below the holds. */
 async function loseUnits(sku: string, onHand: number) {
-  await t.sql`UPDATE products SET reserved_stock = 0 WHERE sku = ${sku}`;
+  await t.sql`UPDATE stock_levels SET reserved_stock = 0 WHERE sku = ${sku} AND location = 'default'`;
   const set = await t.cli(['stock', 'set', sku, String(onHand), '--reason', 'count'], { env: { STOCKCTL_ACTOR: 'setup' } });
   expect(set, set.stderr).toMatchObject({ code: 0, stderr: '' });
 }
@@ -127,7 +127,8 @@ describe('verify --repair when reservations hold more than is on hand', () => {
     const pay = await t.cliJson<{ error: { code: string; message: string } }>(['pay', 'found-1']);
     expect(pay.code).toBe(5);
     expect(pay.json.error).toMatchObject({ code: 'reservations_exceed_on_hand' });
-    expect(pay.json.error.message).toBe(
+    // Soft: a wrong sentence fails the test, and the rest still runs, putting FOUND right for the next tests.
+    expect.soft(pay.json.error.message).toBe(
       'Cannot sell 3 unit(s) of FOUND: only 1 on hand, fewer than its active reservations hold (its stock was changed outside stockctl); put the units back on hand, or cancel the order.',
     );
 

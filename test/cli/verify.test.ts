@@ -58,7 +58,7 @@ describe('verify after a change made outside stockctl', () => {
   it('exits 6 naming the SKU; --repair records the drift and corrects reserved through the ledger', async () => {
     await addProduct('DRIFT', 10);
     await reserve(['DRIFT:2', '--ref', 'drift-1']);
-    await t.sql`UPDATE products SET reserved_stock = reserved_stock + 1, stock_quantity = stock_quantity + 3 WHERE sku = 'DRIFT'`;
+    await t.sql`UPDATE stock_levels SET reserved_stock = reserved_stock + 1, stock_quantity = stock_quantity + 3 WHERE sku = 'DRIFT' AND location = 'default'`;
 
     const [human, json] = await Promise.all([t.cli(['verify']), t.cliJson(['verify'])]);
     expect(human.code).toBe(6);
@@ -118,7 +118,7 @@ describe('verify after a change made outside stockctl', () => {
 
   it('verify --repair in human form says what it changed', async () => {
     await addProduct('DRIFT-H', 4);
-    await t.sql`UPDATE products SET reserved_stock = reserved_stock + 1, stock_quantity = stock_quantity + 3 WHERE sku = 'DRIFT-H'`;
+    await t.sql`UPDATE stock_levels SET reserved_stock = reserved_stock + 1, stock_quantity = stock_quantity + 3 WHERE sku = 'DRIFT-H' AND location = 'default'`;
 
     const res = await t.cli(['verify', '--repair'], { env: { STOCKCTL_ACTOR: 'cron' } });
     expect(res.code).toBe(0);
@@ -149,7 +149,7 @@ describe('verify after a change made outside stockctl', () => {
     // back to 2 with only 1 on hand. That needs a person (exit 6), not an internal error (exit 1).
     await addProduct('LOST', 2);
     const order = await reserve(['LOST:2', '--ref', 'lost-1']);
-    await t.sql`UPDATE products SET reserved_stock = 0, stock_quantity = 1 WHERE sku = 'LOST'`;
+    await t.sql`UPDATE stock_levels SET reserved_stock = 0, stock_quantity = 1 WHERE sku = 'LOST' AND location = 'default'`;
 
     const res = await t.cliJson<{ ok: boolean; remaining: { sku?: string }[] }>(['verify', '--repair']);
     try {
@@ -160,7 +160,7 @@ describe('verify after a change made outside stockctl', () => {
     } finally {
       // Put things back in line for the other tests, whatever happened above.
       await t.sql`DELETE FROM stock_movements WHERE sku = 'LOST' AND kind IN ('drift', 'repair')`;
-      await t.sql`UPDATE products SET reserved_stock = 2, stock_quantity = 2 WHERE sku = 'LOST'`;
+      await t.sql`UPDATE stock_levels SET reserved_stock = 2, stock_quantity = 2 WHERE sku = 'LOST' AND location = 'default'`;
       const cancelled = await t.cli(['cancel', order.order_id]);
       expect(cancelled.code).toBe(0);
     }
@@ -213,9 +213,9 @@ describe('verify and orders', () => {
     const order = await reserve(['ORD2:1', '--ref', 'ord-2']);
     // The reservation is released outside stockctl, counters and ledger included.
     await t.sql`UPDATE stock_reservations SET status = 'cancelled' WHERE order_id = ${order.order_id}`;
-    await t.sql`UPDATE products SET reserved_stock = 0 WHERE sku = 'ORD2'`;
-    await t.sql`INSERT INTO stock_movements (product_id, sku, kind, stock_delta, reserved_delta, actor, reason)
-                SELECT product_id, sku, 'release', 0, -1, 'test', 'by hand' FROM products WHERE sku = 'ORD2'`;
+    await t.sql`UPDATE stock_levels SET reserved_stock = 0 WHERE sku = 'ORD2' AND location = 'default'`;
+    await t.sql`INSERT INTO stock_movements (product_id, sku, location, kind, stock_delta, reserved_delta, actor, reason)
+                SELECT product_id, sku, location, 'release', 0, -1, 'test', 'by hand' FROM stock_levels WHERE sku = 'ORD2' AND location = 'default'`;
 
     const json = await t.cliJson(['verify']);
     expect(json.code).toBe(6);

@@ -166,21 +166,45 @@ export async function expireNow(sql: postgres.Sql, orderIds?: string[]): Promise
  */
 export async function invariantViolations(sql: postgres.Sql): Promise<string[]> {
   const problems: string[] = [];
-  const stock = await sql<
-    { sku: string; stock_quantity: number; reserved_stock: number; in_stock: boolean; active: number; ledger_stock: number; ledger_reserved: number }[]
+  // Per stock level (a SKU at a location): its counters against its reservations and its ledger.
+  const levels = await sql<
+    {
+      level: string;
+      stock_quantity: number;
+      reserved_stock: number;
+      incoming: number;
+      in_stock: boolean;
+      active: number;
+      ledger_stock: number;
+      ledger_reserved: number;
+      ledger_incoming: number;
+    }[]
   >`
-    SELECT s.sku, s.stock_quantity, s.reserved_stock, s.in_stock,
-           coalesce((SELECT sum(quantity) FROM stock_reservations r WHERE r.sku = s.sku AND r.status = 'active'), 0)::int AS active,
-           coalesce((SELECT sum(stock_delta) FROM stock_movements m WHERE m.sku = s.sku), 0)::int AS ledger_stock,
-           coalesce((SELECT sum(reserved_delta) FROM stock_movements m WHERE m.sku = s.sku), 0)::int AS ledger_reserved
-      FROM stock_items s ORDER BY s.sku`;
-  for (const r of stock) {
-    if (r.reserved_stock !== r.active) problems.push(`${r.sku}: reserved_stock ${r.reserved_stock} != active reservations ${r.active}`);
-    if (r.reserved_stock !== r.ledger_reserved) problems.push(`${r.sku}: reserved_stock ${r.reserved_stock} != ledger reserved ${r.ledger_reserved}`);
-    if (r.stock_quantity !== r.ledger_stock) problems.push(`${r.sku}: stock_quantity ${r.stock_quantity} != ledger stock ${r.ledger_stock}`);
-    if (r.reserved_stock < 0 || r.reserved_stock > r.stock_quantity) problems.push(`${r.sku}: reserved ${r.reserved_stock} out of [0, ${r.stock_quantity}]`);
-    if (r.in_stock !== r.stock_quantity - r.reserved_stock > 0) problems.push(`${r.sku}: in_stock ${r.in_stock} wrong`);
+    SELECT l.sku || ' at ' || l.location AS level, l.stock_quantity, l.reserved_stock, l.incoming, l.in_stock,
+           coalesce((SELECT sum(quantity) FROM stock_reservations r
+                      WHERE r.sku = l.sku AND r.location = l.location AND r.status = 'active'), 0)::int AS active,
+           coalesce((SELECT sum(stock_delta) FROM stock_movements m WHERE m.sku = l.sku AND m.location = l.location), 0)::int AS ledger_stock,
+           coalesce((SELECT sum(reserved_delta) FROM stock_movements m WHERE m.sku = l.sku AND m.location = l.location), 0)::int AS ledger_reserved,
+           coalesce((SELECT sum(incoming_delta) FROM stock_movements m WHERE m.sku = l.sku AND m.location = l.location), 0)::int AS ledger_incoming
+      FROM stock_levels l ORDER BY l.sku, l.location`;
+  for (const r of levels) {
+    if (r.reserved_stock !== r.active) problems.push(`${r.level}: reserved_stock ${r.reserved_stock} != active reservations ${r.active}`);
+    if (r.reserved_stock !== r.ledger_reserved) problems.push(`${r.level}: reserved_stock ${r.reserved_stock} != ledger reserved ${r.ledger_reserved}`);
+    if (r.stock_quantity !== r.ledger_stock) problems.push(`${r.level}: stock_quantity ${r.stock_quantity} != ledger stock ${r.ledger_stock}`);
+    if (r.incoming !== r.ledger_incoming) problems.push(`${r.level}: incoming ${r.incoming} != ledger incoming ${r.ledger_incoming}`);
+    if (r.reserved_stock < 0 || r.reserved_stock > r.stock_quantity) problems.push(`${r.level}: reserved ${r.reserved_stock} out of [0, ${r.stock_quantity}]`);
+    if (r.in_stock !== r.stock_quantity - r.reserved_stock > 0) problems.push(`${r.level}: in_stock ${r.in_stock} wrong`);
   }
+  // Reservations and ledger rows of a level that does not exist are counted nowhere above.
+  const strays = await sql<{ what: string; level: string }[]>`
+    SELECT 'an active reservation' AS what, r.sku || ' at ' || r.location AS level FROM stock_reservations r
+     WHERE r.status = 'active' AND NOT EXISTS (SELECT 1 FROM stock_levels l WHERE l.sku = r.sku AND l.location = r.location)
+    UNION ALL
+    SELECT 'ledger rows that do not sum to 0', m.sku || ' at ' || m.location FROM stock_movements m
+     WHERE NOT EXISTS (SELECT 1 FROM stock_levels l WHERE l.sku = m.sku AND l.location = m.location)
+     GROUP BY m.sku, m.location
+    HAVING sum(m.stock_delta) <> 0 OR sum(m.reserved_delta) <> 0 OR sum(m.incoming_delta) <> 0`;
+  for (const r of strays) problems.push(`${r.level}: ${r.what} but no such stock level`);
 
   const orders = await sql<{ order_id: string; status: string; items: number; active: number; active_covering: number }[]>`
     SELECT o.order_id, o.status,

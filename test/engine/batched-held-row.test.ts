@@ -9,7 +9,7 @@ import { toDomainError } from '../../src/db/errors.js';
 import { laneOf } from '../../src/engine/reserve/batched.js';
 import { reserveOrder, type ReserveResult } from '../../src/engine/orders.js';
 import { useTestDatabase } from '../helpers/db.js';
-import { holdLock as holdLockOn } from '../helpers/locks.js';
+import { holdLock as holdLockOn, holdStockLevel } from '../helpers/locks.js';
 import { ACTOR, SETTINGS, addProducts, attempt, invariantViolations, stockOf, type Outcome } from './_support.js';
 
 const t = useTestDatabase();
@@ -28,6 +28,8 @@ const buy = (db: Database['db'], sku: string, quantity = 1, customerId?: string)
   attempt(() => reserveOrder(db, { lines: [{ sku, quantity }], strategy: 'batched', actor: ACTOR, customerId }, SETTINGS));
 
 const holdLock = (statement: string) => holdLockOn(t.url, statement);
+/** Hold the stock row of `sku` (its level at 'default'), as a pay or a `stock adjust` would. */
+const holdRow = (sku: string) => holdStockLevel(t.url, sku);
 
 /** A promise's outcome, and whether it has come yet. */
 function watch<T>(p: Promise<T>) {
@@ -54,7 +56,7 @@ beforeAll(async () => {
 
 describe('batched, with a stock row held by another session', () => {
   it('a lone buyer of the held row does not hold up its lane: the others are served while it waits', async () => {
-    const row = await holdLock(`SELECT 1 FROM products WHERE sku = '${HELD}' FOR UPDATE`);
+    const row = await holdRow(HELD);
     try {
       await withPool(async (db) => {
         const blocked = watch(buy(db, HELD));
@@ -73,7 +75,7 @@ describe('batched, with a stock row held by another session', () => {
   });
 
   it('in one batch with other SKUs: they are served in it; the held row\'s buyers wait apart and are served in arrival order', async () => {
-    const row = await holdLock(`SELECT 1 FROM products WHERE sku = '${HELD}' FOR UPDATE`);
+    const row = await holdRow(HELD);
     const start = await stockOf(t.sql, HELD);
     // The first of the held row's buyers asks for all that is left: the second is refused
     // unless they are served out of order.
@@ -126,7 +128,7 @@ describe('batched, with a stock row held by another session', () => {
   });
 
   it('a row held past the lock deadline: its buyers get the lock-timeout error, the others their orders', async () => {
-    const row = await holdLock(`SELECT 1 FROM products WHERE sku = '${HELD}' FOR UPDATE`);
+    const row = await holdRow(HELD);
     const before = await stockOf(t.sql, HELD);
     try {
       await withPool(
@@ -155,7 +157,7 @@ describe('batched, with a stock row held by another session', () => {
   });
 
   it('in a batch the server refuses: each buyer goes on its own, and the held row\'s buyer still waits apart', async () => {
-    const row = await holdLock(`SELECT 1 FROM products WHERE sku = '${HELD_TOO}' FOR UPDATE`);
+    const row = await holdRow(HELD_TOO);
     try {
       await withPool(async (db) => {
         const gate = await holdLock('LOCK TABLE stock_movements IN SHARE MODE');

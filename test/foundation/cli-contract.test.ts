@@ -15,8 +15,10 @@ async function snapshot() {
     SELECT (SELECT count(*)::int FROM products) AS products,
            (SELECT count(*)::int FROM product_variants) AS variants,
            (SELECT count(*)::int FROM stock_movements) AS movements,
-           (SELECT coalesce(sum(stock_quantity), 0)::int FROM products) AS units,
-           (SELECT coalesce(sum(version), 0)::int FROM products) AS versions`;
+           (SELECT count(*)::int FROM stock_levels) AS levels,
+           (SELECT coalesce(sum(stock_quantity), 0)::int FROM stock_levels) AS units,
+           (SELECT coalesce(sum(incoming), 0)::int FROM stock_levels) AS incoming,
+           (SELECT coalesce(sum(version), 0)::int FROM stock_levels) AS versions`;
   return state;
 }
 

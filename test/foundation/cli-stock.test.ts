@@ -33,8 +33,13 @@ describe('product add and stock', () => {
     const added = await addProduct('TEE', 'T-shirt', 10, ['--price', '19.99']);
     expect(added.stdout).toBe('Added product TEE "T-shirt" at 19.99 with 10 on hand.\n');
 
-    const [product] = await t.sql`SELECT name, price, stock_quantity, reserved_stock, version, in_stock FROM products WHERE sku = 'TEE'`;
-    expect(product).toEqual({ name: 'T-shirt', price: 1999, stock_quantity: 10, reserved_stock: 0, version: 1, in_stock: true });
+    // The product, and its one stock level: at 'default'.
+    const rows = await t.sql`
+      SELECT p.name, p.price, l.location, l.stock_quantity, l.reserved_stock, l.incoming, l.version, l.in_stock
+        FROM products p JOIN stock_levels l ON l.product_id = p.product_id WHERE p.sku = 'TEE'`;
+    expect(rows).toEqual([
+      { name: 'T-shirt', price: 1999, location: 'default', stock_quantity: 10, reserved_stock: 0, incoming: 0, version: 1, in_stock: true },
+    ]);
 
     const shown = await t.cli(['stock', 'TEE']);
     expect(shown.code).toBe(0);
@@ -55,8 +60,8 @@ describe('product add and stock', () => {
     expect(res.stderr).toBe('');
     expect(res.json).toEqual({
       items: [
-        { sku: 'CAP', name: 'Cap', stock_quantity: 0, reserved_stock: 0, available: 0, version: 0, in_stock: false },
-        { sku: 'MUG', name: 'Mug', stock_quantity: 3, reserved_stock: 0, available: 3, version: 1, in_stock: true },
+        { sku: 'CAP', name: 'Cap', stock_quantity: 0, reserved_stock: 0, available: 0, incoming: 0, version: 0, in_stock: false },
+        { sku: 'MUG', name: 'Mug', stock_quantity: 3, reserved_stock: 0, available: 3, incoming: 0, version: 1, in_stock: true },
       ],
     });
     expect(Object.keys((res.json as { items: object[] }).items[0])).toEqual([
@@ -65,6 +70,7 @@ describe('product add and stock', () => {
       'stock_quantity',
       'reserved_stock',
       'available',
+      'incoming',
       'version',
       'in_stock',
     ]);
@@ -128,7 +134,7 @@ describe('stock set and stock adjust', () => {
 
   it('refuses to set stock below what pending orders hold (exit 5), and changes nothing', async () => {
     await addProduct('HOLD', 'Held', 5);
-    await t.sql`UPDATE products SET reserved_stock = 3 WHERE sku = 'HOLD'`; // as a pending order would
+    await t.sql`UPDATE stock_levels SET reserved_stock = 3 WHERE sku = 'HOLD' AND location = 'default'`; // as a pending order would
     const before = await stockRow('HOLD');
 
     const res = await t.cli(['stock', 'set', 'HOLD', '2']);
@@ -140,7 +146,7 @@ describe('stock set and stock adjust', () => {
     expect(adjust.code).toBe(5);
     expect(adjust.stderr).toBe('');
     expect(adjust.json).toEqual({
-      error: { code: 'stock_below_reserved', message: expect.stringContaining('HOLD'), sku: 'HOLD', requested: 2, reserved: 3 },
+      error: { code: 'stock_below_reserved', message: expect.stringContaining('HOLD'), sku: 'HOLD', location: 'default', requested: 2, reserved: 3 },
     });
 
     expect(await stockRow('HOLD')).toEqual(before);
@@ -154,7 +160,7 @@ describe('stock set and stock adjust', () => {
 
   it('an adjustment says what it would leave; past 1,000,000 units it is refused as set is (exit 5)', async () => {
     await addProduct('ADJ', 'Adjusted', 5);
-    await t.sql`UPDATE products SET reserved_stock = 3 WHERE sku = 'ADJ'`; // as a pending order would
+    await t.sql`UPDATE stock_levels SET reserved_stock = 3 WHERE sku = 'ADJ' AND location = 'default'`; // as a pending order would
     const below = await t.cli(['stock', 'adjust', 'ADJ', '-4']);
     expect(below).toMatchObject({
       code: 5,

@@ -34,7 +34,7 @@ describe('environment variables', () => {
     await t.cli(['product', 'add', 'PREP', '--name', 'Prep', '--stock', '3']);
     const res = await t.cli(['reserve', 'PREP:1', '--json'], { env: { STOCKCTL_PREPARE: '0' } });
     expect(res.code, res.stderr).toBe(0);
-    const [row] = await t.sql`SELECT reserved_stock FROM products WHERE sku = 'PREP'`;
+    const [row] = await t.sql`SELECT reserved_stock FROM stock_levels WHERE sku = 'PREP' AND location = 'default'`;
     expect(row.reserved_stock).toBe(1);
   });
 

@@ -27,7 +27,7 @@ describe('a statement held behind a lock', () => {
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     const held = holder.begin(async (tx) => {
-      await tx`SELECT 1 FROM products WHERE sku = 'HELD' FOR UPDATE`;
+      await tx`SELECT 1 FROM stock_levels WHERE sku = 'HELD' AND location = 'default' FOR NO KEY UPDATE`;
       await released;
     });
     try {
@@ -51,7 +51,7 @@ describe('a statement held behind a lock', () => {
       await held;
       await holder.end();
     }
-    const [row] = await t.sql`SELECT reserved_stock FROM products WHERE sku = 'HELD'`;
+    const [row] = await t.sql`SELECT reserved_stock FROM stock_levels WHERE sku = 'HELD' AND location = 'default'`;
     expect(row.reserved_stock).toBe(0);
   });
 

@@ -7,6 +7,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { schemaState } from '../../src/db/migrate.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { adminClient } from '../helpers/pg.js';
+import { insertProduct } from '../helpers/stock.js';
 
 async function databaseExists(name: string): Promise<boolean> {
   const admin = adminClient(inject('testServer').adminUrl);
@@ -25,9 +26,11 @@ describe('test databases', () => {
     try {
       expect(a.name).not.toBe(b.name);
       expect(await schemaState(a.sql)).toMatchObject({ migrated: true, unknown: 0 });
-      await a.sql`INSERT INTO products (sku, name, stock_quantity) VALUES ('ONLY-A', 'a', 1)`;
+      await insertProduct(a.sql, { sku: 'ONLY-A', name: 'a', stock: 1 });
+      expect(await a.sql`SELECT sku, stock_quantity FROM stock_items WHERE sku = 'ONLY-A'`).toEqual([{ sku: 'ONLY-A', stock_quantity: 1 }]);
       const inB = await b.sql`SELECT sku FROM products WHERE sku = 'ONLY-A'`;
       expect(inB).toHaveLength(0);
+      expect(await b.sql`SELECT sku FROM stock_levels WHERE sku = 'ONLY-A'`).toHaveLength(0);
     } finally {
       await a.drop();
       await b.drop();

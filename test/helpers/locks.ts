@@ -39,3 +39,19 @@ export async function holdLock(url: string, statement: string): Promise<HeldLock
     },
   };
 }
+
+/**
+ * Hold the lock a writer of stock (a pay, a `stock adjust`, another process) holds on
+ * the stock level of `sku` at `location`. Fails if there is no such level, rather than
+ * holding nothing.
+ */
+export function holdStockLevel(url: string, sku: string, location = 'default'): Promise<HeldLock> {
+  const quote = (s: string) => `'${s.replace(/'/g, "''")}'`;
+  return holdLock(
+    url,
+    `DO $$ BEGIN
+       PERFORM 1 FROM stock_levels WHERE sku = ${quote(sku)} AND location = ${quote(location)} FOR NO KEY UPDATE;
+       IF NOT FOUND THEN RAISE EXCEPTION 'no stock level %/%', ${quote(sku)}, ${quote(location)}; END IF;
+     END $$`,
+  );
+}

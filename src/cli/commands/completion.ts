@@ -70,12 +70,20 @@ function fish(nodes: Node[]): string {
     const parts = n.path ? n.path.split(' ') : [];
     // Top level: no subcommand yet. Deeper: every word of the path typed (`token list` is
     // not `orders list`), and none of this command's own subcommands yet (`stock`, not `stock set`).
+    // Nor the commands under which all these words also make a path (`cancel` is not `transfer cancel`).
+    const under = new Set(
+      nodes
+        .map((o) => (o.path ? o.path.split(' ') : []))
+        .filter((q) => q.length > parts.length && q[0] !== parts[0] && parts.every((p) => q.includes(p)))
+        .map((q) => q[0]),
+    );
     const condition =
       parts.length === 0
         ? '__fish_use_subcommand'
         : [
             ...parts.map((p) => `__fish_seen_subcommand_from ${p}`),
             ...(n.subcommands.length ? [`not __fish_seen_subcommand_from ${n.subcommands.join(' ')}`] : []),
+            ...(under.size ? [`not __fish_seen_subcommand_from ${[...under].join(' ')}`] : []),
           ].join('; and ');
     if (n.subcommands.length) lines.push(`complete -c stockctl -n '${condition}' -a '${n.subcommands.join(' ')}'`);
     for (const f of n.flags) {
