@@ -5,7 +5,7 @@ import { array, execute, rows, transaction, type Tx } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
 import { MAX_QUANTITY } from './input.js';
 import type { StockItem } from './stock-item.js';
-import { resolveLocation } from './locations.js';
+import { resolveLocation, severalLocations } from './locations.js';
 import { applyStockChanges, ensureLevel, productWithVariants, readStockRows, unknownSku, type StockRow } from './stock.js';
 
 export function toStockItem(row: StockRow): StockItem {
@@ -161,9 +161,13 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
       );
       productId = product.productId;
     }
-    // A level to reserve from, even with no stock yet: at the location named, else the only one.
-    const location = input.location !== undefined || input.stock > 0 ? await resolveLocation(tx, input.location, `put ${input.sku}'s stock`) : undefined;
-    for (const code of location !== undefined ? [location] : await onlyLocation(tx)) await ensureLevel(tx, input.sku, code);
+    // A level to reserve from, even with no stock yet: at the location named, else the only
+    // one (with several and no stock, none yet: `stock set --location` makes one).
+    const location =
+      input.location !== undefined || input.stock > 0 || !(await severalLocations(tx))
+        ? await resolveLocation(tx, input.location, `put ${input.sku}'s stock`)
+        : undefined;
+    if (location !== undefined) await ensureLevel(tx, input.sku, location);
     if (input.stock > 0) {
       await applyStockChanges(
         tx,
@@ -234,12 +238,6 @@ export async function listStockPage(db: Db, input: ListStockInput & { after?: st
          ORDER BY sku LIMIT ${limit + 1}`,
   );
   return { items: page.slice(0, limit).map(toStockItem), more: page.length > limit };
-}
-
-/** The only location there is, or none when there are several. */
-async function onlyLocation(tx: Tx): Promise<string[]> {
-  const all = await rows<{ code: string }>(tx, sql`SELECT code FROM locations LIMIT 2`);
-  return all.length === 1 ? [all[0].code] : [];
 }
 
 /** What `stock set` and `stock adjust` did: the level's values at its location. */

@@ -6,6 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { array, rows, type Tx } from '../db/query.js';
 import { RefusedError } from '../errors.js';
+import { severalLocations } from './locations.js';
 import { applyStockChanges, lockLevels, type MovementKind, type StockChange } from './stock.js';
 
 export interface ReservationRow {
@@ -107,8 +108,8 @@ async function unheldUnits(tx: Tx, reservations: ReservationRow[], sale: boolean
   const repairs: StockChange[] = [];
   for (const row of await lockLevels(tx, [...moving.values()])) {
     const { units, orders } = moving.get(`${row.sku}\u0000${row.location}`)!;
-    const where = `${row.sku} at ${row.location}`;
     if (sale && row.stockQuantity < units) {
+      const where = (await severalLocations(tx)) ? `${row.sku} at ${row.location}` : row.sku;
       throw new RefusedError(
         `Cannot sell ${units} unit(s) of ${where}: only ${row.stockQuantity} on hand, fewer than its active reservations hold (its stock was changed outside stockctl); put the units back on hand, or cancel the order.`,
         'reservations_exceed_on_hand',

@@ -371,7 +371,9 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
                    'sku', c.sku, 'name', c.name, 'location', c.location,
                    'location_active', (SELECT loc.active FROM locations loc WHERE loc.code = c.location),
                    'stock_quantity', c.stock_quantity, 'reserved_stock', c.reserved_stock,
-                   'incoming', c.incoming, 'available', c.stock_quantity - c.reserved_stock,
+                   'incoming', c.incoming,
+                   'available', CASE WHEN (SELECT loc.active FROM locations loc WHERE loc.code = c.location)
+                                     THEN greatest(c.stock_quantity - c.reserved_stock, 0) ELSE 0 END,
                    'version', c.version, 'in_stock', c.in_stock,
                    -- How many of this SKU's levels this statement changed: the feed sends the
                    -- SKU's totals once it heard them all, never a state no commit had.

@@ -7,6 +7,7 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { array, execute, likePrefix, rows, transaction, type Tx } from '../db/query.js';
+import { severalLocations } from './locations.js';
 import { applyStockChanges, lockLevels } from './stock.js';
 
 export interface Violation {
@@ -88,12 +89,6 @@ async function strayUnits(db: Db | Tx, skuPrefix?: string): Promise<{ sku: strin
            GROUP BY t.sku, t.to_location) x
          GROUP BY sku, location ORDER BY sku, location`,
   );
-}
-
-/** Whether levels are named with their location: only when there is more than one location. */
-async function severalLocations(db: Db | Tx): Promise<boolean> {
-  const [row] = await rows<{ n: number }>(db, sql`SELECT count(*)::int AS n FROM (SELECT 1 FROM locations LIMIT 2) l`);
-  return row.n > 1;
 }
 
 /**
