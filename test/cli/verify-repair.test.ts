@@ -128,7 +128,7 @@ describe('verify --repair when reservations hold more than is on hand', () => {
     expect(pay.code).toBe(5);
     expect(pay.json.error).toMatchObject({ code: 'reservations_exceed_on_hand' });
     // Soft: a wrong sentence fails the test, and the rest still runs, putting FOUND right for the next tests.
-    expect.soft(pay.json.error.message).toBe(
+    expect(pay.json.error.message).toBe(
       'Cannot sell 3 unit(s) of FOUND: only 1 on hand, fewer than its active reservations hold (its stock was changed outside stockctl); put the units back on hand, or cancel the order.',
     );
 
