@@ -124,7 +124,7 @@ async function resellExpiredOrder(tx: Tx, orderId: string, actor: string): Promi
     sql`SELECT order_item_id AS "orderItemId", sku, quantity, product_id AS "productId", variant_id AS "variantId"
           FROM order_items WHERE order_id = ${orderId} ORDER BY sku`,
   );
-  const found = allocate(items, await readLevels(tx, items.map((i) => i.sku), { lock: true }), DEFAULT_SPLIT_POLICY);
+  const found = allocate(items, await readLevels(tx, items.map((i) => i.sku), { lock: true, selling: true }), DEFAULT_SPLIT_POLICY);
   if ('short' in found) throw new InsufficientStockError(found.short);
   const itemOf = new Map(items.map((i) => [i.sku, i]));
   const sold = found.allocations.map((a) => ({ ...a, item: itemOf.get(a.sku)!, reservationId: randomUUID() }));

@@ -100,10 +100,10 @@ const levelColumns = sql.raw(`l.product_id AS "productId", l.variant_id AS "vari
  * locked in that order, so that two transactions touching the same levels queue instead of
  * deadlocking. NO KEY UPDATE, not UPDATE: an order line's foreign key holds KEY SHARE on its
  * product, and the locations' rows are not locked at all (a reserve never waits for
- * `location set`). `locations` narrows them to those locations.
+ * `location set`). `locations` narrows them to those locations, `selling` to active ones.
  */
-export async function readLevels(tx: Tx, skus: string[], opts: { lock?: boolean; locations?: string[] } = {}): Promise<LevelRow[]> {
-  const at = opts.locations ? sql`AND l.location = ANY(${array(opts.locations)}::text[])` : sql``;
+export async function readLevels(tx: Tx, skus: string[], opts: { lock?: boolean; locations?: string[]; selling?: boolean } = {}): Promise<LevelRow[]> {
+  const at = sql`${opts.locations ? sql`AND l.location = ANY(${array(opts.locations)}::text[])` : sql``} ${opts.selling ? sql`AND loc.active` : sql``}`;
   return rows<LevelRow>(
     tx,
     sql`SELECT ${levelColumns} FROM stock_levels l JOIN locations loc ON loc.code = l.location

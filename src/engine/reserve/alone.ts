@@ -219,7 +219,7 @@ async function allocateOrder(
 ): Promise<{ allocations: Allocation[]; levels: LevelRow[] } | { short: Shortage[] }> {
   const { lines, input } = plan;
   const skus = lines.map((l) => l.sku);
-  const levels = await readLevels(tx, skus, { lock: opts.lock, locations: input.location !== undefined ? [input.location] : undefined });
+  const levels = await readLevels(tx, skus, { lock: opts.lock, selling: true, locations: input.location !== undefined ? [input.location] : undefined });
   const located = new Set(levels.map((l) => l.sku));
   if (skus.some((sku) => !located.has(sku))) {
     // A SKU with no level (here) has nothing to give; one with no stock row at all is exit 4.
