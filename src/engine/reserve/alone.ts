@@ -138,9 +138,11 @@ export async function reserveAlone(db: Db, input: ReserveInput, settings: Settin
       if (expireRounds >= MAX_EXPIRE_ROUNDS) throw new InsufficientStockError(outcome.short);
       expireRounds++;
       // An expired reservation never makes a reserve fail: release unswept expired
-      // holders of the short SKUs (as the sweep would) and try again. If another process
+      // holders of the order's SKUs (as the sweep would) and try again. All of them, not
+      // only the short ones: where a policy keeps lines together, units of another line
+      // freed at one location can make that location cover the order. If another process
       // is releasing them right now (SKIP LOCKED gave us none), wait for it.
-      const skus = outcome.short.map((s) => s.sku);
+      const skus = lines.map((l) => l.sku);
       if (await holdsExpiredReservations(db, skus)) {
         const expired = await withConflictRetry(() =>
           transaction(db, (tx) => expireOrders(tx, { due: { limit: EXPIRE_BATCH, skus } }, input.actor)),
