@@ -73,13 +73,15 @@ fi
 step serve || exit 0
 
 # serve: a hot SKU, 100 SKUs, a probe SKU for the SSE clients' latency.
-stockctl product add HOT --name Hot --stock 1000000 >/dev/null
-stockctl product add PROBE --name Probe --stock 1000000 >/dev/null
+stockctl product add HOT --name Hot --stock 1000000 --location default >/dev/null
+stockctl product add PROBE --name Probe --stock 1000000 --location default >/dev/null
 psql -q "$url" <<'SQL' >/dev/null
 BEGIN;
-INSERT INTO products (sku, name, price, stock_quantity) SELECT 'S' || i, 'spread ' || i, 100, 1000000 FROM generate_series(1, 100) i;
-INSERT INTO stock_movements (product_id, sku, kind, stock_delta, reserved_delta, actor)
-SELECT product_id, sku, 'initial', stock_quantity, 0, 'bench' FROM products WHERE sku ~ '^S[0-9]+$';
+INSERT INTO products (sku, name, price) SELECT 'S' || i, 'spread ' || i, 100 FROM generate_series(1, 100) i;
+INSERT INTO stock_levels (sku, location, product_id, stock_quantity)
+SELECT sku, 'default', product_id, 1000000 FROM products WHERE sku ~ '^S[0-9]+$';
+INSERT INTO stock_movements (product_id, sku, location, kind, stock_delta, reserved_delta, actor)
+SELECT product_id, sku, location, 'initial', stock_quantity, 0, 'bench' FROM stock_levels WHERE sku ~ '^S[0-9]+$';
 COMMIT;
 SQL
 token="$(stockctl token create "bench-$$" --role admin --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).token)')"
