@@ -151,6 +151,22 @@ describe('loadtest --locations', () => {
     expect(await t.cli(['verify'])).toMatchObject({ code: 0, stderr: '' });
   });
 
+  it('--chaos over 3 locations with 2-unit buyers: a line served from two locations is a whole order; every level sound', async () => {
+    const res = await t.cliJson<LoadtestReport>(
+      ['loadtest', '--chaos', '30ms', '--buyers', '150', '--stock', '50', '--quantity', '2', '--concurrency', '6', '--locations', '3'],
+      { timeoutMs: 120_000 },
+    );
+    expect(res.code, res.stdout).toBe(0);
+    expect(res.json.ok).toBe(true);
+    for (const s of res.json.strategies) {
+      expect(s.violations, s.strategy).toEqual([]);
+      expect(s.proof.locations!.map((l) => l.stock)).toEqual([18, 16, 16]);
+      for (const l of s.proof.locations!) expectSound(l, `${s.strategy} at ${l.location}`);
+    }
+    expect(await leftovers()).toEqual(NOTHING);
+    expect(await t.cli(['verify'])).toMatchObject({ code: 0, stderr: '' });
+  });
+
   it('one location (the default) with several in the database: the stock goes to default, the report as before', async () => {
     expect((await t.cli(['location', 'add', 'far', '--name', 'Far', '--priority', '9'])).code).toBe(0);
     const res = await t.cliJson<LoadtestReport>(['loadtest', '--buyers', '10', '--stock', '4', '--strategy', 'guarded', '--keep'], { timeoutMs: 60_000 });
