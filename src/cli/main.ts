@@ -383,6 +383,7 @@ export function buildProgram(): CommandUnknownOpts {
     .option('--token <token>', 'with --url: a token of role shop or above (default $STOCKCTL_TOKEN)')
     .option('--report <file>', 'also write the run as one self-contained HTML page (charts, verdict, settings), even if it fails or is stopped')
     .option('--repeat <n>', 'run the whole workload n times, strategies interleaved, and report the median and spread of each figure')
+    .option('--locations <n>', "spread each SKU's stock over n locations of the run's own, and prove every level (default 1: the default location)")
     .option('--compare <files...>', 'run nothing: compare two saved `loadtest --json` documents, before.json after.json')
     .option(
       '--fail-if <condition>',

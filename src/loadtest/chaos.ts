@@ -162,6 +162,8 @@ interface RunOrder {
   by_sweep: boolean;
   lines: number;
   line_units: number;
+  /** Lines whose reservations (one per location the line was served from) add up to the line. */
+  whole_lines: number;
   reservations: number;
   reserved_units: number;
   reserve_moves: number;
@@ -170,8 +172,9 @@ interface RunOrder {
 /**
  * What can be asserted exactly when some operations failed with a lost connection, each of
  * which may or may not have committed:
- * - every order of the run is whole: its lines, one reservation per line for the line's
- *   units, one reserve row in the ledger per line; no order without lines since the start;
+ * - every order of the run is whole: its lines, for each line its reservations (one per
+ *   location it was served from) adding up to the line's units, one reserve row in the ledger
+ *   per reservation; no order without lines since the start;
  * - every acknowledged order exists; every acknowledged pay left its order paid, every
  *   acknowledged cancel left it cancelled;
  * - what exists without an acknowledgement is at most what failed: orders made <= reserves
@@ -193,14 +196,17 @@ export async function checkChaosRun(
     sql`WITH run AS (SELECT DISTINCT order_id FROM order_items WHERE sku LIKE ${run.like}),
              li AS (SELECT order_id, count(*) AS n, sum(quantity) AS units FROM order_items
                      WHERE order_id IN (SELECT order_id FROM run) GROUP BY order_id),
-             re AS (SELECT r.order_id, count(*) AS n, sum(r.quantity) AS units FROM stock_reservations r
-                      JOIN order_items i ON i.order_item_id = r.order_item_id AND i.quantity = r.quantity AND i.sku = r.sku
-                     WHERE r.order_id IN (SELECT order_id FROM run) GROUP BY r.order_id),
+             re AS (SELECT i.order_id, count(*) FILTER (WHERE x.units = i.quantity) AS whole, sum(x.n) AS n, sum(x.units) AS units
+                      FROM order_items i
+                      JOIN (SELECT order_item_id, sku, count(*) AS n, sum(quantity) AS units FROM stock_reservations
+                             WHERE order_id IN (SELECT order_id FROM run) GROUP BY order_item_id, sku) x
+                        ON x.order_item_id = i.order_item_id AND x.sku = i.sku
+                     GROUP BY i.order_id),
              mv AS (SELECT order_id, count(*) AS n FROM stock_movements
                      WHERE kind = 'reserve' AND order_id IN (SELECT order_id FROM run) GROUP BY order_id)
         SELECT o.order_id, o.status, o.cancel_reason IS NOT DISTINCT FROM ${TIMEOUT_NOTE} AS by_sweep,
                coalesce(li.n, 0)::int AS lines, coalesce(li.units, 0)::int AS line_units,
-               coalesce(re.n, 0)::int AS reservations, coalesce(re.units, 0)::int AS reserved_units,
+               coalesce(re.whole, 0)::int AS whole_lines, coalesce(re.n, 0)::int AS reservations, coalesce(re.units, 0)::int AS reserved_units,
                coalesce(mv.n, 0)::int AS reserve_moves
           FROM orders o JOIN run USING (order_id)
           LEFT JOIN li USING (order_id) LEFT JOIN re USING (order_id) LEFT JOIN mv USING (order_id)`,
@@ -211,13 +217,15 @@ export async function checkChaosRun(
          WHERE created_at >= ${run.since}::timestamptz
            AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.order_id)`,
   );
-  const broken = orders.filter((o) => o.lines < 1 || o.reservations !== o.lines || o.reserved_units !== o.line_units || o.reserve_moves !== o.lines);
+  const broken = orders.filter(
+    (o) => o.lines < 1 || o.whole_lines !== o.lines || o.reserved_units !== o.line_units || o.reserve_moves !== o.reservations,
+  );
   if (broken.length > 0) {
     const o = broken[0];
     violations.push({
       kind: 'half_order',
       order_id: o.order_id,
-      message: `${broken.length} order(s) not whole, e.g. ${o.order_id}: ${o.lines} line(s) of ${o.line_units} unit(s), ${o.reservations} matching reservation(s) of ${o.reserved_units}, ${o.reserve_moves} reserve ledger row(s)`,
+      message: `${broken.length} order(s) not whole, e.g. ${o.order_id}: ${o.lines} line(s) of ${o.line_units} unit(s), ${o.whole_lines} of them wholly reserved, ${o.reservations} reservation(s) of ${o.reserved_units} unit(s), ${o.reserve_moves} reserve ledger row(s)`,
     });
   }
   if (lineless.n > 0) {

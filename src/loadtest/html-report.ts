@@ -8,7 +8,7 @@
  * by a decade or more.
  */
 import { scaleLinear, scaleLog, type ContinuousScale } from 'd3-scale';
-import type { BaselineReport, Environment, FigureSpread, LatencyBucket, LoadtestReport, Proof, StrategyReport, Timeline } from './report.js';
+import type { BaselineReport, Environment, FigureSpread, LatencyBucket, LoadtestReport, LocationProof, Proof, StrategyReport, Timeline } from './report.js';
 import { BARE_UPDATE_LABEL, checkState, faultSentence, mixSentence, number } from './format.js';
 
 const COLOURS = ['#555555', '#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
@@ -253,13 +253,42 @@ ${axisLabel(14, (pad.top + bottom) / 2, 'calls', true)}
 </svg><figcaption>Every series on one time axis; the bars count the calls in each tenth of a decade, on one count axis; the lines mark the median (p50), p95 and p99.</figcaption></figure>`;
 }
 
+/**
+ * With several locations, the proof at each: every check of the strategy's levels there, as
+ * the equations of their sums, and how many levels failed one (none, when all hold).
+ */
+function locationProofTable(strategies: StrategyReport[]): string {
+  const rows = strategies.flatMap((s) =>
+    (s.proof?.locations ?? []).map((l) => {
+      const n = (figure: Exclude<keyof LocationProof, 'location'>) => `<span data-figure="${figure}">${number(l[figure])}</span>`;
+      const check = (ok: boolean, text: string) => `<td class="${ok ? 'ok' : 'fail'}" data-holds="${ok}">${text} ${ok ? '✓' : '✗'}</td>`;
+      return (
+        `<tr data-strategy="${escape(s.strategy)}" data-location="${escape(l.location)}"><td>${escape(s.strategy)}</td><td>${escape(l.location)}</td><td>${n('priority')}</td>` +
+        check(l.sold + l.on_hand === l.stock, `${n('sold')} + ${n('on_hand')} = ${n('stock')}`) +
+        check(l.sold + l.reserved <= l.stock && l.reserved <= l.on_hand, `${number(l.sold)} + ${n('reserved')} ≤ ${number(l.stock)}`) +
+        check(l.ledger_on_hand === l.on_hand, `${n('ledger_on_hand')} = ${number(l.on_hand)}`) +
+        check(l.ledger_reserved === l.reserved, `${n('ledger_reserved')} = ${number(l.reserved)}`) +
+        check(l.active_reservations === l.reserved, `${n('active_reservations')} = ${number(l.reserved)}`) +
+        check(l.bad_levels === 0, `${n('bad_levels')} of ${n('levels')}`) +
+        '</tr>'
+      );
+    }),
+  );
+  if (rows.length === 0) return '';
+  return `<p>At each location, over the strategy’s levels there (one per SKU); every check also holds level by level, or the last column counts the levels where one fails.</p>
+<table id="proof-locations"><thead><tr><th>Strategy</th><th>Location</th><th>Priority</th><th>Sold + on hand = stock</th><th>No oversell: sold + reserved ≤ stock</th><th>Ledger = counter: on hand</th><th>Ledger = counter: reserved</th><th>Active reservations = reserved</th><th>Levels failing a check</th></tr></thead>
+<tbody>
+${rows.join('\n')}
+</tbody></table>`;
+}
+
 /** The numbers behind "no oversell", per strategy: each check as the equation it is, with its figures. */
 function proofTable(strategies: StrategyReport[]): string {
   const rows = strategies
     .filter((s): s is StrategyReport & { proof: Proof } => s.proof !== undefined)
     .map((s) => {
       const p = s.proof;
-      const n = (figure: keyof Proof) => `<span data-figure="${figure}">${number(p[figure])}</span>`;
+      const n = (figure: Exclude<keyof Proof, 'locations'>) => `<span data-figure="${figure}">${number(p[figure])}</span>`;
       const check = (ok: boolean, text: string) => `<td class="${ok ? 'ok' : 'fail'}" data-holds="${ok}">${text} ${ok ? '✓' : '✗'}</td>`;
       return (
         `<tr data-strategy="${escape(s.strategy)}"><td>${escape(s.strategy)}</td>` +
@@ -319,6 +348,7 @@ function configRows(config: LoadtestReport['config']): [string, string][] {
     max_retries: ['Optimistic attempts (MAX_STOCK_RETRY_ATTEMPTS)', (v: number) => number(v)],
     retry_backoff_ms: ['Optimistic retry backoff (STOCK_RETRY_BACKOFF_MS)', (v: number) => `${number(v)} ms`],
     repeat: ['Runs of the workload, strategies interleaved (--repeat)', (v: number) => number(v)],
+    locations: ['Locations each SKU’s stock is spread over (--locations)', (v: number) => number(v)],
     chaos: [
       'Backends killed at random (--chaos)',
       (v: { interval_ms: number; targets: string[] }) => `about one every ${number(v.interval_ms)} ms, of the ${v.targets.join(' and ')}`,
@@ -399,8 +429,8 @@ export function renderHtmlReport(report: LoadtestReport): string {
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:860px;padding:0 1em;color:#222;background:#fff}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-th{text-align:left;background:#f4f4f4}td:first-child{text-align:left;white-space:nowrap}#results,#proof{font-size:12px}#results td,#results th{padding:.2em .35em}
-#environment td,#config td{text-align:left}#proof td{white-space:nowrap}
+th{text-align:left;background:#f4f4f4}td:first-child{text-align:left;white-space:nowrap}#results,#proof,#proof-locations{font-size:12px}#results td,#results th{padding:.2em .35em}
+#environment td,#config td{text-align:left}#proof td,#proof-locations td{white-space:nowrap}
 .ok{color:#17692c}.fail{color:#b00020}.warn{color:#8a5a00}.verdict{font-weight:600;padding:.6em;border:1px solid currentColor}
 .chart text{font-size:11px;fill:#333}.chart .axis-label{font-size:12px;fill:#111}.chart .panel-title{font-weight:600}
 .grid{stroke:#e6e6e6}.mark{stroke:#111;stroke-dasharray:3 2}.mark-label{font-size:10px}.whisker{stroke:#111;stroke-width:2}
@@ -423,6 +453,7 @@ ${violations.length ? `<h2>Violations</h2><ul id="violations" class="fail">${vio
 <h2>Proof of no oversell</h2>
 <p>For each strategy’s SKUs at the end of the run: units sold and still reserved against the stock, the ledger’s totals against the counters, the active reservations against the reserved units, and what <code>stockctl verify</code> finds.</p>
 ${proofTable(report.strategies)}
+${locationProofTable(report.strategies)}
 <h2>Throughput over time</h2>
 ${throughputChart(series)}
 <h2>Latency</h2>

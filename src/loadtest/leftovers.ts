@@ -10,7 +10,10 @@ import type { Database } from '../db/client.js';
 import { execute, rows, transaction, type Tx } from '../db/query.js';
 import { LOADTEST_SKU_PREFIX } from './skus.js';
 
-/** Every run's SKUs start `loadtest-<run id>-` (LOADTEST_SKU_PREFIX), its scratch table is `loadtest_bare_<run id>`. */
+/**
+ * Every run's SKUs start `loadtest-<run id>-` (LOADTEST_SKU_PREFIX), and so do the codes of
+ * the locations of its own (--locations); its scratch table is `loadtest_bare_<run id>`.
+ */
 export const ANY_RUN = '[0-9a-f]{8}';
 const runSkus = (runId: string) => `^${LOADTEST_SKU_PREFIX}${runId}-`;
 const runTables = (runId: string) => `^loadtest_bare_${runId}$`;
@@ -21,6 +24,8 @@ export interface LoadtestLeftovers {
   skus: number;
   orders: number;
   scratch_tables: number;
+  /** The run's own locations (--locations) that nothing else holds stock at or names any more. */
+  locations: number;
 }
 
 /** An order that holds a real SKU beside loadtest ones: not the loadtest's to remove. */
@@ -69,6 +74,25 @@ const heldSkus = (pattern: string): SQL => sql`
 const removableOrders = (pattern: string, held: SQL): SQL =>
   sql`SELECT DISTINCT order_id FROM order_items WHERE sku ~ ${pattern} AND sku NOT IN (${held})`;
 
+/**
+ * A run's locations (matching `pattern`) with nothing left at them: no level, reservation,
+ * ledger row or transfer (a kept SKU keeps its levels, and so its locations).
+ */
+const removableLocations = (pattern: string): SQL => sql`
+  SELECT code FROM locations loc WHERE code ~ ${pattern}
+     AND NOT EXISTS (SELECT 1 FROM stock_levels l WHERE l.location = loc.code)
+     AND NOT EXISTS (SELECT 1 FROM stock_reservations r WHERE r.location = loc.code)
+     AND NOT EXISTS (SELECT 1 FROM stock_movements m WHERE m.location = loc.code)
+     AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.from_location = loc.code OR t.to_location = loc.code)`;
+
+/** A run's locations whose SKUs can all go (their rows go first): every one with no level of a kept SKU, nor anything else's. */
+const leftoverLocations = (pattern: string, held: SQL): SQL => sql`
+  SELECT code FROM locations loc WHERE code ~ ${pattern}
+     AND NOT EXISTS (SELECT 1 FROM stock_levels l WHERE l.location = loc.code AND (l.sku !~ ${pattern} OR l.sku IN (${held})))
+     AND NOT EXISTS (SELECT 1 FROM stock_reservations r WHERE r.location = loc.code AND r.sku !~ ${pattern})
+     AND NOT EXISTS (SELECT 1 FROM stock_movements m WHERE m.location = loc.code AND m.sku !~ ${pattern})
+     AND NOT EXISTS (SELECT 1 FROM transfers t WHERE (t.from_location = loc.code OR t.to_location = loc.code) AND t.sku !~ ${pattern})`;
+
 async function scratchTables(on: Tx, runId: string): Promise<string[]> {
   const found = await rows<{ name: string }>(
     on,
@@ -90,8 +114,9 @@ export async function findLeftovers(database: Database): Promise<LoadtestLeftove
   );
   const [orders] = await rows<{ n: number }>(database.db, sql`SELECT count(*)::int AS n FROM (${removableOrders(pattern, held)}) o`);
   const tables = await scratchTables(database.db, ANY_RUN);
-  const runs = new Set([...stock.map((r) => runOf(r.sku)), ...tables.map((t) => t.slice(-8))]);
-  return { runs: [...runs].sort(), skus: stock.length, orders: orders.n, scratch_tables: tables.length };
+  const locations = await rows<{ code: string }>(database.db, leftoverLocations(pattern, held));
+  const runs = new Set([...stock.map((r) => runOf(r.sku)), ...tables.map((t) => t.slice(-8)), ...locations.map((l) => runOf(l.code))]);
+  return { runs: [...runs].sort(), skus: stock.length, orders: orders.n, scratch_tables: tables.length, locations: locations.length };
 }
 
 /**
@@ -138,8 +163,10 @@ export async function removeRuns(database: Database, runId: string): Promise<Rem
       sql`products p`,
       sql`${removable(sql`p.sku`)} AND NOT EXISTS (SELECT 1 FROM product_variants v WHERE v.product_id = p.product_id)`,
     );
+    const locations = await rows<{ code: string }>(tx, sql`DELETE FROM locations WHERE code IN (${removableLocations(pattern)}) RETURNING code`);
     return {
-      skuRuns: runs.map((r) => runOf(r.sku)),
+      skuRuns: [...runs.map((r) => runOf(r.sku)), ...locations.map((l) => runOf(l.code))],
+      locations: locations.length,
       orders,
       ledger_rows: ledgerRows,
       reservations,
@@ -149,9 +176,9 @@ export async function removeRuns(database: Database, runId: string): Promise<Rem
   });
   const tables = await scratchTables(database.db, runId);
   for (const table of tables) await database.sql`DROP TABLE IF EXISTS ${database.sql(table)}`;
-  const { skuRuns, ...counts } = removed;
+  const { skuRuns, locations, ...counts } = removed;
   const runs = [...new Set([...skuRuns, ...tables.map((t) => t.slice(-8))])].sort();
-  return { runs, ...counts, scratch_tables: tables.length };
+  return { runs, ...counts, scratch_tables: tables.length, locations };
 }
 
 /** `loadtest --cleanup`: remove what every earlier run left behind. */

@@ -92,6 +92,32 @@ export interface Proof {
   active_reservations: number;
   /** What `verify` finds wrong on these SKUs (0 when every invariant holds). */
   verify_problems: number;
+  /** With --locations above 1: the same figures at each location, summed over the SKUs' levels there. */
+  locations?: LocationProof[];
+}
+
+/**
+ * A location's part of the proof, over the levels of a strategy's SKUs there. Checked at
+ * every level: 0 ≤ reserved ≤ on hand, the ledger equal to the counters, the active
+ * reservations equal to reserved, sold + on hand = stock, sold + reserved ≤ stock.
+ */
+export interface LocationProof {
+  location: string;
+  /** Higher is tried first; the remainder of each SKU's stock went to the highest. */
+  priority: number;
+  /** The strategy's levels there (one per SKU). */
+  levels: number;
+  /** Units put there (each SKU's share). */
+  stock: number;
+  /** Units of the paid reservations there. */
+  sold: number;
+  reserved: number;
+  on_hand: number;
+  ledger_reserved: number;
+  ledger_on_hand: number;
+  active_reservations: number;
+  /** Levels there where a check failed (0 when all hold). */
+  bad_levels: number;
 }
 
 /** One run's own figures, under --repeat. */
@@ -186,6 +212,8 @@ export interface LoadtestReport {
     retry_backoff_ms: number;
     /** --repeat: how many times the workload ran (strategies interleaved); figures are then medians. */
     repeat?: number;
+    /** --locations above 1: each SKU's stock was spread over this many locations of the run's own. */
+    locations?: number;
     /**
      * --chaos: the mean time between kills, and whose backends were killed: `workers`, the
      * run's own pool (application_name `stockctl-loadtest-<run_id>`), and with --url `server`

@@ -10,15 +10,16 @@ import * as hdr from 'hdr-histogram-js';
 import type { Database } from '../db/client.js';
 import { rows, transaction } from '../db/query.js';
 import { DatabaseUnavailableError, InsufficientStockError, RefusedError } from '../errors.js';
-import { addProduct } from '../engine/catalogue.js';
+import { addProduct, changeStock } from '../engine/catalogue.js';
+import { addLocation, requireSellingLocation } from '../engine/locations.js';
 import { cancelOrder, payOrder, reserveOrder, StockConflictError, type ReserveInput, type ReserveResult, type Strategy } from '../engine/orders.js';
 import { expireOrders, TIMEOUT_NOTE } from '../engine/release.js';
 import { withConflictRetry } from '../engine/retry.js';
 import type { Settings } from '../engine/settings.js';
-import { findViolations } from '../engine/verify.js';
+import { findViolations, type Violation } from '../engine/verify.js';
 import { publicMessage, toDomainError } from '../db/errors.js';
 import { STOCKCTL_VERSION } from '../version.js';
-import type { BaselineReport, Environment, FigureSpread, LatencyBucket, LatencySummary, LoadtestReport, MixFates, Proof, RunFigures, Spread, SpreadFigure, StrategyReport, Timeline } from './report.js';
+import type { BaselineReport, Environment, FigureSpread, LatencyBucket, LatencySummary, LoadtestReport, LocationProof, MixFates, Proof, RunFigures, Spread, SpreadFigure, StrategyReport, Timeline } from './report.js';
 import { LOADTEST_SKU_PREFIX } from './skus.js';
 import { removeRuns } from './leftovers.js';
 import {
@@ -63,6 +64,50 @@ export interface LoadtestConfig {
   openPool?(application: string, max: number): Promise<Database>;
   /** --repeat: run the whole workload this many times, strategies interleaved. */
   repeat?: number;
+  /**
+   * --locations: spread each SKU's stock over this many locations of the run's own (default
+   * 1: the `default` location, as before there were several).
+   */
+  locations?: number;
+}
+
+/** A location a run's SKUs hold stock at, and the share of each SKU's stock put there. */
+export interface RunLocation {
+  code: string;
+  priority: number;
+  stock: number;
+}
+
+/** The location every database has, where a run of one location puts its stock. */
+export const DEFAULT_LOCATION = 'default';
+
+/**
+ * Each SKU's `stock` over `n` locations, highest priority first: as even as can be, the
+ * remainder at the highest priority.
+ */
+export function splitStock(stock: number, n: number): number[] {
+  const share = Math.floor(stock / n);
+  return Array.from({ length: n }, (_, i) => share + (i === 0 ? stock - share * n : 0));
+}
+
+/**
+ * Where a run's stock goes: `default` for one location; for several, locations of the run's
+ * own, named after its SKU prefix (so that cleanup finds them), priorities n down to 1.
+ */
+async function createLocations(database: Database, prefix: string, runId: string, cfg: LoadtestConfig): Promise<RunLocation[]> {
+  const n = cfg.locations ?? 1;
+  const shares = splitStock(cfg.stock, n);
+  if (n === 1) {
+    await requireSellingLocation(database.db, DEFAULT_LOCATION);
+    return [{ code: DEFAULT_LOCATION, priority: 0, stock: shares[0] }];
+  }
+  const made: RunLocation[] = [];
+  for (let i = 0; i < n; i++) {
+    const code = `${prefix}L${i + 1}`;
+    await addLocation(database.db, { code, name: `loadtest ${runId} location ${i + 1}`, priority: n - i });
+    made.push({ code, priority: n - i, stock: shares[i] });
+  }
+  return made;
 }
 
 export interface ChaosConfig {
@@ -163,10 +208,97 @@ function databaseUnavailable(err: unknown): boolean {
 
 const skuFor = (prefix: string, strategy: string, i: number) => `${prefix}${strategy}-${i}`;
 
-async function createSkus(database: Database, prefix: string, strategy: string, cfg: LoadtestConfig) {
+/** The strategy's SKUs, each with a level at every run location holding its share of the stock. */
+async function createSkus(database: Database, prefix: string, strategy: string, cfg: LoadtestConfig, locations: RunLocation[]) {
+  const [first, ...others] = locations;
   for (let i = 0; i < cfg.skus; i++) {
-    await addProduct(database.db, { sku: skuFor(prefix, strategy, i), name: `loadtest ${strategy} ${i}`, price: 100, stock: cfg.stock, actor: cfg.actor });
+    const sku = skuFor(prefix, strategy, i);
+    await addProduct(database.db, { sku, name: `loadtest ${strategy} ${i}`, price: 100, stock: first.stock, location: first.code, actor: cfg.actor });
+    for (const l of others) await changeStock(database.db, { sku, location: l.code, quantity: l.stock, reason: 'loadtest stock', actor: cfg.actor });
   }
+}
+
+interface LevelFigures {
+  sku: string;
+  location: string;
+  on_hand: number;
+  reserved: number;
+  ledger_on_hand: number;
+  ledger_reserved: number;
+  active: number;
+  paid: number;
+}
+
+/**
+ * The proof at every level of the strategy's SKUs, and summed per location: reserved within
+ * on hand, nothing negative, the ledger equal to the counters, the active reservations equal
+ * to reserved, the units of paid reservations plus what is left equal to what was put there,
+ * and those sold plus reserved never above it.
+ */
+async function proveLevels(database: Database, like: string, skus: string[], cfg: LoadtestConfig, locations: RunLocation[]) {
+  const levels = await rows<LevelFigures>(
+    database.db,
+    sql`SELECT l.sku, l.location, l.stock_quantity AS on_hand, l.reserved_stock AS reserved,
+               coalesce(m.stock, 0)::int AS ledger_on_hand, coalesce(m.reserved, 0)::int AS ledger_reserved,
+               coalesce(r.active, 0)::int AS active, coalesce(r.paid, 0)::int AS paid
+          FROM stock_levels l
+          LEFT JOIN (SELECT sku, location, sum(stock_delta) AS stock, sum(reserved_delta) AS reserved
+                       FROM stock_movements WHERE sku LIKE ${like} GROUP BY sku, location) m USING (sku, location)
+          LEFT JOIN (SELECT sku, location, sum(quantity) FILTER (WHERE status = 'active') AS active,
+                            sum(quantity) FILTER (WHERE status = 'converted') AS paid
+                       FROM stock_reservations WHERE sku LIKE ${like} GROUP BY sku, location) r USING (sku, location)
+         WHERE l.sku LIKE ${like}
+         ORDER BY l.sku, l.location`,
+  );
+  const violations: Violation[] = [];
+  const stockAt = new Map(locations.map((l) => [l.code, l.stock]));
+  const perLocation = new Map<string, LocationProof>(
+    locations.map((l) => [
+      l.code,
+      { location: l.code, priority: l.priority, levels: 0, stock: 0, sold: 0, reserved: 0, on_hand: 0, ledger_reserved: 0, ledger_on_hand: 0, active_reservations: 0, bad_levels: 0 },
+    ]),
+  );
+  const seen = new Map<string, Set<string>>();
+  for (const v of levels) {
+    const stock = stockAt.get(v.location);
+    const where = `${v.sku} at ${v.location}`;
+    const problems: string[] = [];
+    if (stock === undefined) problems.push(`a level at a location the run did not put stock at`);
+    if (v.on_hand < 0 || v.reserved < 0 || v.reserved > v.on_hand) problems.push(`counters out of bounds (on hand ${v.on_hand}, reserved ${v.reserved})`);
+    if (v.ledger_on_hand !== v.on_hand) problems.push(`on hand ${v.on_hand} but the ledger sums to ${v.ledger_on_hand}`);
+    if (v.ledger_reserved !== v.reserved) problems.push(`reserved ${v.reserved} but the ledger sums to ${v.ledger_reserved}`);
+    if (v.active !== v.reserved) problems.push(`reserved ${v.reserved} but active reservations hold ${v.active}`);
+    if (stock !== undefined && v.paid + v.on_hand !== stock) problems.push(`${v.paid} units paid for and ${v.on_hand} left, but ${stock} were put there`);
+    if (stock !== undefined && v.paid + v.reserved > stock) problems.push(`oversold: ${v.paid} sold and ${v.reserved} reserved out of ${stock}`);
+    for (const p of problems) violations.push({ kind: 'level_proof', sku: v.sku, location: v.location, message: `${where}: ${p}` });
+    (seen.get(v.sku) ?? seen.set(v.sku, new Set()).get(v.sku)!).add(v.location);
+    const l = perLocation.get(v.location);
+    if (!l) continue;
+    l.levels++;
+    l.stock += stock!;
+    l.sold += v.paid;
+    l.reserved += v.reserved;
+    l.on_hand += v.on_hand;
+    l.ledger_reserved += v.ledger_reserved;
+    l.ledger_on_hand += v.ledger_on_hand;
+    l.active_reservations += v.active;
+    if (problems.length > 0) l.bad_levels++;
+  }
+  // Every SKU has a level at every run location, even one whose share is 0.
+  for (const sku of skus) {
+    const at = seen.get(sku);
+    for (const l of locations) {
+      if (!at?.has(l.code)) violations.push({ kind: 'level_proof', sku, location: l.code, message: `${sku} at ${l.code}: no stock level` });
+    }
+  }
+  const proof = [...perLocation.values()];
+  const sold = proof.reduce((a, l) => a + l.sold, 0);
+  const left = proof.reduce((a, l) => a + l.on_hand, 0);
+  const capacity = cfg.stock * cfg.skus;
+  if (sold + left !== capacity) {
+    violations.push({ kind: 'level_proof', message: `${sold} units paid for and ${left} left over the locations, but ${capacity} were put on sale` });
+  }
+  return { locations: proof, violations };
 }
 
 /** Connections a run uses: --concurrency, but no more than there are buyers. */
@@ -254,9 +386,9 @@ interface Pools {
   chaos?: { monkey: Database; targets: { workers: string; server?: string }; intervalMs: number };
 }
 
-async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg: LoadtestConfig): Promise<StrategyReport> {
+async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg: LoadtestConfig, locations: RunLocation[]): Promise<StrategyReport> {
   const { checker, workers } = pools;
-  await createSkus(checker, prefix, strategy, cfg);
+  await createSkus(checker, prefix, strategy, cfg, locations);
   const like = `${prefix}${strategy}-%`;
   // The database's clock, for "orders made since the strategy started" (with --chaos).
   const [{ since }] = await rows<{ since: string }>(checker.db, sql`SELECT now()::text AS since`);
@@ -380,6 +512,7 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
   );
   const capacity = cfg.stock * cfg.skus;
   const sold = capacity - units.stock;
+  const levels = await proveLevels(checker, like, skus, cfg, locations);
   const proof: Proof = {
     stock: capacity,
     sold,
@@ -389,7 +522,10 @@ async function runStrategy(pools: Pools, prefix: string, strategy: Strategy, cfg
     ledger_on_hand: units.ledger_on_hand,
     active_reservations: units.active,
     verify_problems: violations.length,
+    // With one location, its level is the SKU's row: the figures above are its proof.
+    ...(locations.length > 1 ? { locations: levels.locations } : {}),
   };
+  violations.push(...levels.violations);
   if (units.reserved + sold > capacity) {
     violations.push({ kind: 'oversell', message: `${units.reserved} units reserved and ${sold} sold out of ${capacity} in stock` });
   }
@@ -544,6 +680,18 @@ function combineBaselines(runs: BaselineReport[]): BaselineReport {
   } as BaselineReport;
 }
 
+/** --repeat's proofs of one strategy added up, location by location (a priority is not a count). */
+function combineProofs(proofs: Proof[]): Proof {
+  const { locations: _, ...total } = addUp(proofs);
+  if (!proofs[0].locations) return total;
+  const codes = proofs[0].locations.map((l) => l.location);
+  const locations = codes.map((code) => {
+    const at = proofs.flatMap((p) => p.locations?.filter((l) => l.location === code) ?? []);
+    return { ...addUp(at), location: code, priority: at[0].priority };
+  });
+  return { ...total, locations };
+}
+
 /** --repeat's runs of one strategy as one report: counts added up, figures the medians, every run's violations. */
 function combineStrategy(runs: StrategyReport[]): StrategyReport {
   if (runs.length === 1) return runs[0];
@@ -567,7 +715,7 @@ function combineStrategy(runs: StrategyReport[]): StrategyReport {
     units_reserved: sum('units_reserved')!,
     expected_successes: expected,
     ...medianOfRuns(runs),
-    ...(runs.every((r) => r.proof) ? { proof: sum('proof') } : {}),
+    ...(runs.every((r) => r.proof) ? { proof: combineProofs(runs.map((r) => r.proof!)) } : {}),
     violations: runs.flatMap((r, i) => r.violations.map((v) => ({ ...v, message: `run ${i + 1} of ${runs.length}: ${v.message}` }))),
     ...(runs.find((r) => r.first_error) ? { first_error: runs.find((r) => r.first_error)!.first_error } : {}),
     ...Object.fromEntries(optional),
@@ -621,6 +769,7 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
     } else if (cfg.chaos) {
       throw new Error('runLoadtest: --chaos needs openPool, for pools the monkey may kill');
     }
+    const locations = await createLocations(database, prefix, runId, cfg);
     const baselines: BaselineReport[] = [];
     const runs = new Map<Strategy, StrategyReport[]>(cfg.strategies.map((s) => [s, []]));
     // Round after round, each a bare UPDATE and then every strategy: a machine that slows
@@ -630,7 +779,7 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
       baselines.push(baseline);
       for (const strategy of rotated(cfg.strategies, round)) {
         if (cfg.signal?.aborted) break;
-        const report = await runStrategy(pools, rounds > 1 ? `${prefix}r${round + 1}-` : prefix, strategy, cfg);
+        const report = await runStrategy(pools, rounds > 1 ? `${prefix}r${round + 1}-` : prefix, strategy, cfg, locations);
         report.ratio_to_bare_update = baseline.throughput_rps > 0 ? round2(report.throughput_rps / baseline.throughput_rps) : null;
         runs.get(strategy)!.push(report);
       }
@@ -659,6 +808,7 @@ export async function runLoadtest(database: Database, cfg: LoadtestConfig, opts:
         max_retries: cfg.settings.maxStockRetryAttempts,
         retry_backoff_ms: cfg.settings.stockRetryBackoffMs,
         ...(rounds > 1 ? { repeat: rounds } : {}),
+        ...(locations.length > 1 ? { locations: locations.length } : {}),
         ...(pools.chaos ? { chaos: { interval_ms: pools.chaos.intervalMs, targets: pools.chaos.targets.server ? ['workers', 'server'] : ['workers'] } } : {}),
       },
       baseline: combineBaselines(baselines),

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Wall time of `stockctl cancel --from-file -` over N pending orders. The orders are
-// made in one SQL statement (order, line, reservation, ledger row, counters, exactly
+// made in one SQL statement (order, line, reservation, ledger row, the level's counters at
+// the default location, exactly
 // as reserve leaves them), not by N CLI calls; their refs are then piped to cancel,
 // and `verify` must be clean afterwards. Where GNU time is installed (/usr/bin/time), the
 // cancel's peak memory (max RSS) is reported too.
@@ -25,7 +26,7 @@ const sku = `BENCH-CANCEL-${process.pid}`;
 
 const sql = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
 try {
-  const add = spawnSync(process.execPath, [bin, 'product', 'add', sku, '--name', 'bench cancel', '--stock', String(count * 2)], { encoding: 'utf8' });
+  const add = spawnSync(process.execPath, [bin, 'product', 'add', sku, '--name', 'bench cancel', '--stock', String(count * 2), '--location', 'default'], { encoding: 'utf8' });
   if (add.status !== 0) throw new Error(`product add exited ${add.status}: ${add.stderr}`);
   await seedPendingOrders(sql, { sku, prefix, count, quantity: 2 });
 
@@ -58,7 +59,7 @@ try {
 /** N pending orders of one line each, as reserve makes them, in one statement. */
 async function seedPendingOrders(sql, { sku, prefix, count, quantity }) {
   await sql`
-    WITH p AS (SELECT product_id, sku, name, price FROM products WHERE sku = ${sku}),
+    WITH p AS (SELECT product_id, sku, name, price, 'default'::text AS location FROM products WHERE sku = ${sku}),
     o AS (
       INSERT INTO orders (ref, status, payment_status, payment_expires_at, subtotal, total, item_count, strategy, created_by)
       SELECT ${prefix} || '-' || g, 'pending', 'awaiting', now() + interval '1 hour', p.price * ${quantity}, p.price * ${quantity}, 1, 'guarded', 'bench'
@@ -70,7 +71,7 @@ async function seedPendingOrders(sql, { sku, prefix, count, quantity }) {
       RETURNING order_item_id, order_id, product_id, sku, quantity
     ), r AS (
       INSERT INTO stock_reservations (order_id, order_item_id, product_id, sku, location, quantity, expires_at)
-      SELECT order_id, order_item_id, product_id, sku, 'default', quantity, now() + interval '1 hour' FROM i
+      SELECT i.order_id, i.order_item_id, i.product_id, i.sku, p.location, i.quantity, now() + interval '1 hour' FROM i, p
       RETURNING reservation_id, order_id, product_id, sku, location, quantity
     ), m AS (
       INSERT INTO stock_movements (product_id, sku, location, kind, reserved_delta, order_id, reservation_id, actor)

@@ -73,8 +73,8 @@ fi
 step serve || exit 0
 
 # serve: a hot SKU, 100 SKUs, a probe SKU for the SSE clients' latency.
-stockctl product add HOT --name Hot --stock 1000000 >/dev/null
-stockctl product add PROBE --name Probe --stock 1000000 >/dev/null
+stockctl product add HOT --name Hot --stock 1000000 --location default >/dev/null
+stockctl product add PROBE --name Probe --stock 1000000 --location default >/dev/null
 psql -q "$url" <<'SQL' >/dev/null
 BEGIN;
 INSERT INTO products (sku, name, price) SELECT 'S' || i, 'spread ' || i, 100 FROM generate_series(1, 100) i;

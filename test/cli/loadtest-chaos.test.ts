@@ -135,7 +135,7 @@ describe.skipIf(pooled)('loadtest --chaos', () => {
       const [db] = await t.sql`
         SELECT p.stock_quantity - p.reserved_stock AS available, p.reserved_stock AS reserved,
                (SELECT count(*)::int FROM order_items i JOIN orders o USING (order_id) WHERE i.sku = p.sku AND o.status = 'pending') AS pending
-          FROM products p WHERE p.sku = ${`${prefix}${s.strategy}-0`}`;
+          FROM stock_items p WHERE p.sku = ${`${prefix}${s.strategy}-0`}`;
       expect(db.reserved, s.strategy).toBe(s.units_reserved);
       expect(db.pending, s.strategy).toBe(s.successes + s.faults.committed_unacknowledged.reserves);
       expect(db.reserved, s.strategy).toBe(db.pending);

@@ -26,7 +26,7 @@ describe('loadtest --cleanup with an order that also holds a real SKU', () => {
     expect((await t.cli(['reserve', `${sku('guarded')}:1`, 'REAL:1', '--ref', 'mixed-cancelled'])).code).toBe(0);
     expect((await t.cli(['cancel', 'mixed-cancelled'])).code).toBe(0);
     expect((await t.cli(['reserve', `${sku('locking')}:1`, 'REAL:2', '--ref', 'mixed-pending'])).code).toBe(0);
-    const [realBefore] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM products WHERE sku = 'REAL'`;
+    const [realBefore] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM stock_levels WHERE sku = 'REAL'`;
 
     const cleanup = await t.cliJson<{ removed: Removed }>(['loadtest', '--cleanup']);
     expect(cleanup.code, cleanup.stderr).toBe(0);
@@ -41,7 +41,7 @@ describe('loadtest --cleanup with an order that also holds a real SKU', () => {
 
     const left = await t.sql`SELECT sku FROM products WHERE sku LIKE 'loadtest-%' ORDER BY sku`;
     expect(left.map((r) => r.sku)).toEqual([sku('guarded'), sku('locking')]);
-    const [realAfter] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM products WHERE sku = 'REAL'`;
+    const [realAfter] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM stock_levels WHERE sku = 'REAL'`;
     expect(realAfter).toEqual(realBefore);
     expect(await t.cli(['verify'])).toMatchObject({ code: 0, stderr: '' });
 

@@ -81,7 +81,7 @@ describe('loadtest', () => {
     // A real catalogue row that the loadtest must never touch.
     const added = await t.cli(['product', 'add', 'REAL', '--name', 'Real product', '--stock', '4']);
     expect(added.code).toBe(0);
-    const [realBefore] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM products WHERE sku = 'REAL'`;
+    const [realBefore] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM stock_levels WHERE sku = 'REAL'`;
 
     const res = await t.cliJson<LoadtestReport>(['loadtest', '--buyers', '60', '--stock', '20', '--concurrency', '8'], {
       timeoutMs: 60_000,
@@ -130,7 +130,7 @@ describe('loadtest', () => {
 
     expect(await leftovers()).toEqual({ products: 0, variants: 0, movements: 0, reservations: 0, order_items: 0, orders: 0 });
     expect(await scratchTables()).toEqual([]);
-    const [realAfter] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM products WHERE sku = 'REAL'`;
+    const [realAfter] = await t.sql`SELECT stock_quantity, reserved_stock, version FROM stock_levels WHERE sku = 'REAL'`;
     expect(realAfter).toEqual(realBefore);
 
     const verify = await t.cli(['verify']);
@@ -160,7 +160,7 @@ describe('loadtest', () => {
     expect(res.code).toBe(0);
     expect(res.json.strategies).toEqual([expect.objectContaining({ strategy: 'guarded', successes: 4, units_reserved: 4, violations: [] })]);
     const prefix = `loadtest-${res.json.run_id}-`;
-    const kept = await t.sql`SELECT sku, stock_quantity, reserved_stock FROM products WHERE sku LIKE ${`${prefix}%`} ORDER BY sku`;
+    const kept = await t.sql`SELECT sku, stock_quantity, reserved_stock FROM stock_levels WHERE sku LIKE ${`${prefix}%`} ORDER BY sku`;
     expect(kept).toEqual([{ sku: `${prefix}guarded-0`, stock_quantity: 4, reserved_stock: 4 }]);
     expect(await scratchTables()).toEqual([]);
 

@@ -5,7 +5,7 @@ import { withRetryFlags } from '../../engine/settings.js';
 import { STRATEGIES, type Strategy } from '../../engine/orders.js';
 import { progressMeter } from '../output.js';
 import type { ChaosConfig } from '../../loadtest/run.js';
-import type { BaselineReport, Spread, StrategyReport } from '../../loadtest/report.js';
+import type { BaselineReport, LocationProof, Spread, StrategyReport } from '../../loadtest/report.js';
 import type { ConnectionRoom } from '../../loadtest/connections.js';
 import type { KeptLeftovers, LoadtestLeftovers } from '../../loadtest/leftovers.js';
 import type { HttpTarget } from '../../loadtest/http.js';
@@ -30,6 +30,7 @@ interface Flags {
   /** `--chaos` alone is true; `--chaos 50ms` gives the mean time between kills. */
   chaos?: boolean | string;
   repeat?: string;
+  locations?: string;
   failIf?: string[];
 }
 
@@ -45,7 +46,9 @@ export function parseChaosInterval(raw: boolean | string, fallbackMs: number): n
 }
 
 function describeLeftovers(l: LoadtestLeftovers): string {
-  return `${plural(l.skus, 'SKU')}, ${plural(l.orders, 'order')}, ${plural(l.scratch_tables, 'scratch table')}`;
+  // Locations only when a run of several left some (a run of one makes none).
+  const locations = l.locations > 0 ? `, ${plural(l.locations, 'location')}` : '';
+  return `${plural(l.skus, 'SKU')}, ${plural(l.orders, 'order')}, ${plural(l.scratch_tables, 'scratch table')}${locations}`;
 }
 
 /**
@@ -73,15 +76,19 @@ function roomSentence(room: ConnectionRoom): string {
   return limits.join('; ');
 }
 
+/** The most locations a run spreads its stock over (--locations). */
+const MAX_LOCATIONS = 100;
+
 export default async function loadtest(ctx: CommandContext, flags: Flags) {
   if (flags.compare) {
-    const given = (['report', 'cleanup', 'url', 'keep', 'mix', 'chaos', 'repeat'] as const).filter((f) => flags[f] !== undefined).map((f) => `--${f}`);
+    const given = (['report', 'cleanup', 'url', 'keep', 'mix', 'chaos', 'repeat', 'locations'] as const).filter((f) => flags[f] !== undefined).map((f) => `--${f}`);
     return (await import('./loadtest-report.js')).compareRuns(ctx, flags.compare, given, flags.failIf ?? []);
   }
   if (flags.failIf !== undefined) throw new InvalidInputError('--fail-if goes with --compare before.json after.json (it judges a comparison, not a run).');
   if (flags.report !== undefined && flags.cleanup) throw new InvalidInputError('--report goes with a run, not with --cleanup.');
   if (flags.chaos !== undefined && flags.cleanup) throw new InvalidInputError('--chaos goes with a run, not with --cleanup.');
   if (flags.repeat !== undefined && flags.cleanup) throw new InvalidInputError('--repeat goes with a run, not with --cleanup.');
+  if (flags.locations !== undefined && flags.cleanup) throw new InvalidInputError('--locations goes with a run, not with --cleanup.');
   const cfg = {
     buyers: parseCount(flags.buyers, '--buyers', 1_000_000),
     stock: parseStockLevel(flags.stock, '--stock'),
@@ -94,8 +101,9 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     signal: ctx.signal,
     mix: Boolean(flags.mix),
     repeat: flags.repeat === undefined ? 1 : parseCount(flags.repeat, '--repeat', 100),
+    locations: flags.locations === undefined ? 1 : parseCount(flags.locations, '--locations', MAX_LOCATIONS),
   };
-  const { connectionsFor, runLoadtest } = await import('../../loadtest/run.js');
+  const { connectionsFor, runLoadtest, splitStock } = await import('../../loadtest/run.js');
   const { findLeftovers, removeLeftovers } = await import('../../loadtest/leftovers.js');
   const chaosModule = flags.chaos === undefined ? undefined : await import('../../loadtest/chaos.js');
   const chaosIntervalMs = chaosModule && parseChaosInterval(flags.chaos!, chaosModule.DEFAULT_CHAOS_INTERVAL_MS);
@@ -182,7 +190,9 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
     await ctx.out.result(report, () => {
       const { chalk } = ctx.out;
       ctx.out.line(
-        `${count(cfg.buyers)} buyers × ${count(cfg.quantity)} unit(s), ${count(cfg.stock)} in stock on each of ${count(cfg.skus)} SKU(s), ${count(connections)} connections` +
+        `${count(cfg.buyers)} buyers × ${count(cfg.quantity)} unit(s), ${count(cfg.stock)} in stock on each of ${count(cfg.skus)} SKU(s)` +
+          (cfg.locations > 1 ? ` over ${count(cfg.locations)} locations (${splitStock(cfg.stock, cfg.locations).map(count).join(', ')})` : '') +
+          `, ${count(connections)} connections` +
           (database.embedded ? ' (embedded PostgreSQL)' : '') +
           (http ? `, through ${flags.url} (its strategy: ${http.strategy})` : '') +
           (cfg.repeat > 1 ? `; ${count(cfg.repeat)} runs, strategies interleaved: medians` : ''),
@@ -216,6 +226,14 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
           { align: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'] },
         ),
       );
+      const atLocations = report.strategies.flatMap((s) => (s.proof?.locations ?? []).map((l) => locationRow(s, l)));
+      if (atLocations.length > 0) {
+        ctx.out.line(
+          ctx.out.table(['Strategy', 'Location', 'Priority', 'Stock', 'Sold', 'Reserved', 'On hand', 'Ledger on hand', 'Ledger reserved', 'Active', 'Levels'], atLocations, {
+            align: ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+          }),
+        );
+      }
       if (cfg.repeat > 1) {
         const spread = (name: string, s: { spread?: Spread }) => `${name} ${s.spread?.throughput_rps ? percent(s.spread.throughput_rps.relative) : NONE}`;
         ctx.out.line(
@@ -265,6 +283,23 @@ export default async function loadtest(ctx: CommandContext, flags: Flags) {
   } finally {
     http?.close();
   }
+}
+
+/** A strategy's proof at one location: its sums, and whether every level there holds. */
+function locationRow(s: StrategyReport, l: LocationProof): string[] {
+  return [
+    s.strategy,
+    l.location,
+    String(l.priority),
+    count(l.stock),
+    count(l.sold),
+    count(l.reserved),
+    count(l.on_hand),
+    count(l.ledger_on_hand),
+    count(l.ledger_reserved),
+    count(l.active_reservations),
+    l.bad_levels === 0 ? `${count(l.levels)} ok` : `${count(l.bad_levels)} of ${count(l.levels)} FAIL`,
+  ];
 }
 
 /** No verdict, because the database turned operations away: the machine, not an invariant (exit 7). */
