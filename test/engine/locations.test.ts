@@ -197,10 +197,7 @@ describe('a recount at one location', () => {
     expect(await levelsOf(t.sql, 'WHERE')).toEqual({ SA: { stock: 1, reserved: 0, incoming: 0 } });
   });
 
-  // Found by this file: the command declares --location but never hands it to addProduct,
-  // so a product cannot be added with stock once there are several locations. The lead
-  // fixes src/cli/commands/product.ts; then `.fails` comes off.
-  it.fails('`product add --stock N --location CODE` puts the initial stock at that location', async () => {
+  it('`product add --stock N --location CODE` puts the initial stock at that location', async () => {
     await ensureLocations(t.db, t.sql, A_B_C);
     const r = await t.cli(['product', 'add', 'ADDED-AT', '--name', 'Added', '--stock', '4', '--location', 'SB', '--json']);
     expect(outcomeOf(r)).toBe('exit 0');
