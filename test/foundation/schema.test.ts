@@ -203,7 +203,7 @@ describe('transfers', () => {
     expect(same).toMatchObject({ code: '23514', constraint_name: 'transfers_locations_differ' });
     const zero = await refusal(t.sql`INSERT INTO transfers ${t.sql({ ...base, quantity: 0 })}`);
     expect(zero).toMatchObject({ code: '23514', constraint_name: 'transfers_quantity_positive' });
-    const status = await refusal(t.sql`INSERT INTO transfers ${t.sql({ ...base, status: 'lost', closed_at: new Date() })}`);
+    const status = await refusal(t.sql`INSERT INTO transfers ${t.sql({ ...base, status: 'lost', closed_at: '2026-01-01T00:00:00Z' })}`);
     expect(status).toMatchObject({ code: '23514', constraint_name: 'transfers_status_valid' });
     const closed = await refusal(t.sql`INSERT INTO transfers ${t.sql({ ...base, status: 'received' })}`);
     expect(closed).toMatchObject({ code: '23514', constraint_name: 'transfers_closed_has_time' });
