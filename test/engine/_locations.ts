@@ -22,8 +22,8 @@ export async function ensureLocations(db: Db, sql: postgres.Sql, specs: Location
   for (const s of specs) {
     const [exists] = await sql`SELECT 1 FROM locations WHERE code = ${s.code}`;
     if (!exists) await addLocation(db, { code: s.code, name: `Location ${s.code}`, priority: s.priority });
-    else await setLocation(db, { code: s.code, priority: s.priority, active: true });
-    if (s.active === false) await setLocation(db, { code: s.code, active: false });
+    else await setLocation(db, { code: s.code, priority: s.priority, active: true, actor: ACTOR });
+    if (s.active === false) await setLocation(db, { code: s.code, active: false, actor: ACTOR });
   }
 }
 

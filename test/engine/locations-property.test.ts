@@ -328,7 +328,7 @@ async function step(c: Cmd, orders: string[], transfers: number[], log: string[]
     }
     case 'active': {
       const locs = await locations();
-      const out = await attempt(() => setLocation(t.db, { code: c.at, active: c.active }));
+      const out = await attempt(() => setLocation(t.db, { code: c.at, active: c.active, actor: ACTOR }));
       say(`location ${c.at} active=${c.active} -> ${out.ok ? 'ok' : describeError(out.error)}`);
       expect(got(out), why()).toBe(locs.has(c.at) ? 'ok' : 'location_not_found');
       return;
