@@ -133,12 +133,10 @@ describe('expired orders never make a reserve fail, whatever the policy', () => 
     return [x, y, z].map((sku) => ({ sku, quantity: 1 }));
   }
 
-  // Found by this file, for the lead to fix in src (then `.fails` comes off). B covers two
-  // of the three lines and A one, so allocate()'s shortage under `never` names only Y, the
-  // line B lacks; reserveAlone then releases expired holders of Y alone (there are none),
-  // re-reads, and stands by the shortage: exit 3, "EXP-never-Y (requested 1, available 1)",
-  // though releasing the expired holder of X and Z at A would let A take the whole order.
-  it.fails('never: X:1 Y:1 Z:1 is taken whole at A once the expired holder of X and Z there is released', async () => {
+  // B covers two of the three lines and A one, so the shortage under `never` names only Y,
+  // the line B lacks: releasing only Y's expired holders (there are none) would refuse an
+  // order A can take whole once the expired holder of X and Z there is released.
+  it('never: X:1 Y:1 Z:1 is taken whole at A once the expired holder of X and Z there is released', async () => {
     const lines = await setUp('never');
     const out = await attempt(() => reserveOrder(t.db, { lines, split: 'never', actor: ACTOR }, SETTINGS));
     expect(out.ok ? 'ok' : describeError(out.error)).toBe('ok');
