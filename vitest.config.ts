@@ -17,6 +17,9 @@ const ALONE = [
   'test/foundation/full-server.test.ts',
   'test/cli/loadtest-connections.test.ts',
   'test/driver/postgres-driver.test.ts',
+  'test/cli/locations-races.test.ts',
+  'test/engine/locations-contention.test.ts',
+  'test/engine/locations-property.test.ts',
 ];
 
 const common = {

@@ -29,6 +29,7 @@ const SCRUBBED_ENV = [
   'CLEANUP_INTERVAL_MINUTES',
   'MAX_STOCK_RETRY_ATTEMPTS',
   'STOCK_RETRY_BACKOFF_MS',
+  'SPLIT_POLICY',
 ];
 
 export interface CliOptions {
