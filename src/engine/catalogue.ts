@@ -4,9 +4,9 @@ import type { Db } from '../db/client.js';
 import { array, execute, rows, transaction, type Tx } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
 import { MAX_QUANTITY } from './input.js';
-import type { StockItem } from './stock-item.js';
+import type { LevelItem, StockItem } from './stock-item.js';
 import { resolveLocation, severalLocations } from './locations.js';
-import { applyStockChanges, ensureLevel, productWithVariants, readStockRows, unknownSku, type StockRow } from './stock.js';
+import { applyStockChanges, ensureLevel, levelAvailableSql, productWithVariants, readStockRows, unknownSku, type StockRow } from './stock.js';
 
 export function toStockItem(row: StockRow): StockItem {
   return {
@@ -21,20 +21,7 @@ export function toStockItem(row: StockRow): StockItem {
   };
 }
 
-/** One SKU at one location, as `stock --location`, `stock --by-location` and GET /stock?location= show it. */
-export interface LevelItem {
-  sku: string;
-  name: string;
-  location: string;
-  /** Whether the location sells: an inactive one's units count for nothing available. */
-  active: boolean;
-  stock_quantity: number;
-  reserved_stock: number;
-  incoming: number;
-  available: number;
-  version: number;
-  in_stock: boolean;
-}
+export type { LevelItem };
 
 /** A SKU's totals with each of its levels, in location priority order. */
 export interface StockItemByLocation extends StockItem {
@@ -43,7 +30,7 @@ export interface StockItemByLocation extends StockItem {
 
 const levelItemColumns = sql`l.sku, coalesce(v.name, p.name) AS name, l.location, loc.active,
   l.stock_quantity, l.reserved_stock, l.incoming,
-  CASE WHEN loc.active THEN greatest(l.stock_quantity - l.reserved_stock, 0) ELSE 0 END AS available,
+  ${levelAvailableSql('l', 'loc.active')} AS available,
   l.version, l.in_stock`;
 
 /**
@@ -62,7 +49,7 @@ export async function listLevels(
          WHERE true ${input.skus?.length ? sql`AND l.sku = ANY(${array(input.skus)}::text[])` : sql``}
                ${input.location !== undefined ? sql`AND l.location = ${input.location}` : sql``}
                ${input.after !== undefined ? sql`AND l.sku > ${input.after}` : sql``}
-               ${input.low !== undefined ? sql`AND CASE WHEN loc.active THEN greatest(l.stock_quantity - l.reserved_stock, 0) ELSE 0 END <= ${input.low}` : sql``}
+               ${input.low !== undefined ? sql`AND ${levelAvailableSql('l', 'loc.active')} <= ${input.low}` : sql``}
          ORDER BY l.sku, loc.priority DESC, l.location ${input.limit !== undefined ? sql`LIMIT ${input.limit}` : sql``}`,
   );
 }

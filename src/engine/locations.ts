@@ -9,7 +9,7 @@ import { array, execute, iso, rows, transaction, type Tx } from '../db/query.js'
 import { InvalidInputError, NotFoundError, RefusedError } from '../errors.js';
 import { LOCATION_KINDS } from '../db/schema.js';
 import { quote } from './input.js';
-import { applyStockChanges } from './stock.js';
+import { applyStockChanges, levelAvailableSql } from './stock.js';
 
 export type LocationKind = (typeof LOCATION_KINDS)[number];
 export { LOCATION_KINDS };
@@ -61,7 +61,7 @@ export function parseLocationKind(raw: string): LocationKind {
 const locationColumns = sql`loc.code, loc.name, loc.kind, loc.priority, loc.active,
   coalesce(sum(l.stock_quantity), 0)::int AS stock_quantity, coalesce(sum(l.reserved_stock), 0)::int AS reserved_stock,
   coalesce(sum(l.incoming), 0)::int AS incoming,
-  CASE WHEN loc.active THEN coalesce(sum(greatest(l.stock_quantity - l.reserved_stock, 0)), 0) ELSE 0 END::int AS available,
+  coalesce(sum(${levelAvailableSql('l', 'loc.active')}), 0)::int AS available,
   count(l.sku)::int AS skus, ${iso('loc.created_at')} AS created_at`;
 
 /** Every location, highest priority first (the order reserve tries them in). */

@@ -3,6 +3,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { array, iso, likePrefix, rows } from '../db/query.js';
 import type { AlertThresholds } from './settings.js';
+import { levelAvailableSql } from './stock.js';
 import { formatWindow, NO_METHOD } from './windows.js';
 
 export interface Report extends PaymentMethodFigures {
@@ -66,7 +67,7 @@ async function locationFigures(db: Db, since: SQL): Promise<Record<string, Locat
                coalesce(r.expired, 0)::int AS units_expired, coalesce(r.cancelled, 0)::int AS units_cancelled,
                coalesce(r.held, 0)::int AS units_held,
                coalesce(l.stock, 0)::int AS stock_quantity, coalesce(l.reserved, 0)::int AS reserved_stock,
-               coalesce(l.incoming, 0)::int AS incoming, CASE WHEN loc.active THEN coalesce(l.available, 0) ELSE 0 END::int AS available
+               coalesce(l.incoming, 0)::int AS incoming, coalesce(l.available, 0)::int AS available
           FROM locations loc
           LEFT JOIN (SELECT location, sum(quantity) AS reserved,
                             sum(quantity) FILTER (WHERE status = 'converted') AS sold,
@@ -74,9 +75,9 @@ async function locationFigures(db: Db, since: SQL): Promise<Record<string, Locat
                             sum(quantity) FILTER (WHERE status = 'cancelled') AS cancelled,
                             sum(quantity) FILTER (WHERE status = 'active') AS held
                        FROM stock_reservations WHERE reserved_at >= ${since} GROUP BY location) r ON r.location = loc.code
-          LEFT JOIN (SELECT location, sum(stock_quantity) AS stock, sum(reserved_stock) AS reserved, sum(incoming) AS incoming,
-                            sum(greatest(stock_quantity - reserved_stock, 0)) AS available
-                       FROM stock_levels GROUP BY location) l ON l.location = loc.code
+          LEFT JOIN (SELECT l.location, sum(l.stock_quantity) AS stock, sum(l.reserved_stock) AS reserved, sum(l.incoming) AS incoming,
+                            sum(${levelAvailableSql('l', 'loc.active')}) AS available
+                       FROM stock_levels l JOIN locations loc ON loc.code = l.location GROUP BY l.location) l ON l.location = loc.code
          ORDER BY loc.priority DESC, loc.code`,
   );
   return Object.fromEntries(found.map(({ code, ...figures }) => [code, figures]));

@@ -28,6 +28,13 @@ export interface StockLevelState {
   version: number;
 }
 
+/** One SKU at one location, as `stock --location`, `stock --by-location` and GET /stock?location= show it. */
+export interface LevelItem extends StockLevelState {
+  sku: string;
+  name: string;
+  in_stock: boolean;
+}
+
 /** Units a level can sell: on hand less reserved, never below 0, and none at an inactive location. */
 export const levelAvailable = (l: { active: boolean; stock_quantity: number; reserved_stock: number }) =>
   l.active ? Math.max(0, l.stock_quantity - l.reserved_stock) : 0;

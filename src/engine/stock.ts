@@ -77,6 +77,14 @@ export interface LevelRow {
   active: boolean;
 }
 
+/**
+ * A level's available units in SQL, the rule levelAvailable (stock-item.ts) and the
+ * stock_items view follow: on hand less reserved, never below 0, none where the location
+ * does not sell. `level` is the level's alias, `active` whether its location sells.
+ */
+export const levelAvailableSql = (level: string, active: string): SQL =>
+  sql.raw(`CASE WHEN ${active} THEN greatest(${level}.stock_quantity - ${level}.reserved_stock, 0) ELSE 0 END`);
+
 /** Units a level (or a SKU's totals) can still sell: never below 0. */
 export const availableUnits = (row: Pick<StockRow, 'available'> | Pick<LevelRow, 'stockQuantity' | 'reservedStock'>) =>
   'available' in row ? row.available : Math.max(0, row.stockQuantity - row.reservedStock);
@@ -372,8 +380,7 @@ function stockChangeCtesFrom(before: SQL, source: SQL, actor: string, opts: { gu
                    'location_active', (SELECT loc.active FROM locations loc WHERE loc.code = c.location),
                    'stock_quantity', c.stock_quantity, 'reserved_stock', c.reserved_stock,
                    'incoming', c.incoming,
-                   'available', CASE WHEN (SELECT loc.active FROM locations loc WHERE loc.code = c.location)
-                                     THEN greatest(c.stock_quantity - c.reserved_stock, 0) ELSE 0 END,
+                   'available', ${levelAvailableSql('c', '(SELECT loc.active FROM locations loc WHERE loc.code = c.location)')},
                    'version', c.version, 'in_stock', c.in_stock,
                    -- How many of this SKU's levels this statement changed: the feed sends the
                    -- SKU's totals once it heard them all, never a state no commit had.
