@@ -296,3 +296,26 @@ describe('an inactive location', () => {
     expect(allocationsOf(r.json)).toEqual([{ sku: 'CLAMP', location: 'IA', quantity: 2 }]);
   });
 });
+
+describe('report --by-location', () => {
+  it("gives each location's units reserved, sold, expired and cancelled in the window, and its stock now", async () => {
+    await ensureLocations(t.db, t.sql, [
+      { code: 'RA', priority: 30 },
+      { code: 'RB', priority: 20 },
+    ]);
+    await seedSku(t.db, 'REPORT-L', { RA: 2, RB: 3 });
+    const split = await t.cliJson<Reserved>(['reserve', 'REPORT-L:4']);
+    expect(split.code, split.stdout).toBe(0);
+    expect((await t.cli(['pay', split.json.order_id])).code).toBe(0);
+    const held = await t.cliJson<Reserved>(['reserve', 'REPORT-L:1']);
+    expect(held.code, held.stdout).toBe(0);
+    const r = await t.cliJson<{ by_location: Record<string, Record<string, number | boolean>> }>(['report', '--by-location', '--json']);
+    expect(r.code, r.stdout).toBe(0);
+    expect(Object.keys(r.json.by_location).slice(0, 2)).toEqual(['RA', 'RB']);
+    expect(r.json.by_location.RA).toMatchObject({ units_reserved: 2, units_sold: 2, units_held: 0, stock_quantity: 0, reserved_stock: 0, available: 0 });
+    expect(r.json.by_location.RB).toMatchObject({ units_reserved: 3, units_sold: 2, units_held: 1, stock_quantity: 1, reserved_stock: 1, available: 0 });
+    // Without the flag, the report is as it was.
+    const plain = await t.cliJson<Record<string, unknown>>(['report', '--json']);
+    expect(plain.json).not.toHaveProperty('by_location');
+  });
+});
