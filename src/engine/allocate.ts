@@ -10,6 +10,7 @@
  * location adds to or hides another's. Inactive locations sell nothing.
  */
 import type { Shortage } from '../errors.js';
+import { sumBySku } from './input.js';
 import type { SplitPolicy } from './names.js';
 import { availableUnits, type LevelRow } from './stock.js';
 
@@ -29,8 +30,7 @@ const byPriority = (a: { priority: number; location: string }, b: { priority: nu
   b.priority - a.priority || (a.location < b.location ? -1 : a.location > b.location ? 1 : 0);
 
 export function allocate(lines: { sku: string; quantity: number }[], levels: LevelRow[], policy: SplitPolicy): AllocationResult {
-  const demand = new Map<string, number>();
-  for (const l of lines) demand.set(l.sku, (demand.get(l.sku) ?? 0) + l.quantity);
+  const demand = new Map(sumBySku(lines).map((l) => [l.sku, l.quantity]));
   const usable = levels.filter((l) => l.active).sort(byPriority);
   const at = new Map<string, Map<string, number>>(); // location → sku → available
   for (const l of usable) {

@@ -151,20 +151,26 @@ export interface OrderLine {
   quantity: number;
 }
 
+/** One line per SKU, in the order the SKUs first came: two lines of one SKU are one demand. */
+export function sumBySku(lines: OrderLine[]): OrderLine[] {
+  const bySku = new Map<string, number>();
+  for (const l of lines) bySku.set(l.sku, (bySku.get(l.sku) ?? 0) + l.quantity);
+  return [...bySku].map(([sku, quantity]) => ({ sku, quantity }));
+}
+
 /** "TEE:2" to a line; the same SKU twice in one order is summed. */
 export function parseOrderLines(raws: string[]): OrderLine[] {
   if (raws.length === 0) throw new InvalidInputError('Name at least one item as SKU:QTY, e.g. TEE:1.');
-  const bySku = new Map<string, number>();
-  for (const raw of raws) {
+  const lines = raws.map((raw) => {
     const idx = raw.lastIndexOf(':');
     if (idx <= 0) throw new InvalidInputError(`Invalid item ${quote(raw)}: use SKU:QTY, e.g. TEE:2.`);
     const sku = parseSku(raw.slice(0, idx));
-    const quantity = parseQuantity(raw.slice(idx + 1), `quantity for ${sku}`);
-    const total = (bySku.get(sku) ?? 0) + quantity;
-    if (total > MAX_QUANTITY) throw new InvalidInputError(`Invalid quantity for ${sku}: more than ${MAX_QUANTITY} in one order.`);
-    bySku.set(sku, total);
-  }
-  return [...bySku].map(([sku, quantity]) => ({ sku, quantity }));
+    return { sku, quantity: parseQuantity(raw.slice(idx + 1), `quantity for ${sku}`) };
+  });
+  const summed = sumBySku(lines);
+  const over = summed.find((l) => l.quantity > MAX_QUANTITY);
+  if (over) throw new InvalidInputError(`Invalid quantity for ${over.sku}: more than ${MAX_QUANTITY} in one order.`);
+  return summed;
 }
 
 /**

@@ -10,7 +10,7 @@ import { rows, transaction, type Tx } from '../../db/query.js';
 import { InsufficientStockError, RefusedError, StockctlError, type Shortage } from '../../errors.js';
 import { allocate, DEFAULT_SPLIT_POLICY, type Allocation } from '../allocate.js';
 import { requireSellingLocation } from '../locations.js';
-import { quote, type OrderLine } from '../input.js';
+import { quote, sumBySku, type OrderLine } from '../input.js';
 import { formatWindow } from '../windows.js';
 import { findOrderByRef } from '../order-rows.js';
 import { expireOrders } from '../release.js';
@@ -75,8 +75,9 @@ interface AttemptPlan {
 export async function reserveAlone(db: Db, input: ReserveInput, settings: Settings): Promise<ReserveResult> {
   const strategy = input.strategy ?? 'guarded';
   const ttlSeconds = input.ttlSeconds ?? settings.paymentTimeoutMinutes * 60;
-  // Canonical line order: the same order the stock rows are locked in.
-  const lines = [...input.lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
+  // One line per SKU (two lines of one SKU are one demand), in the canonical order the
+  // levels are locked in.
+  const lines = sumBySku(input.lines).sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
   const replay = await replayByRef(db, input, ttlSeconds);
   if (replay) return replay;
   if (input.location !== undefined) await requireSellingLocation(db, input.location);
