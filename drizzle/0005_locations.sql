@@ -85,7 +85,6 @@ ALTER TABLE "transfers" ADD CONSTRAINT "transfers_product_id_products_product_id
 ALTER TABLE "transfers" ADD CONSTRAINT "transfers_variant_id_product_variants_variant_id_fk" FOREIGN KEY ("variant_id") REFERENCES "public"."product_variants"("variant_id") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "transfers" ADD CONSTRAINT "transfers_from_location_locations_code_fk" FOREIGN KEY ("from_location") REFERENCES "public"."locations"("code") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "transfers" ADD CONSTRAINT "transfers_to_location_locations_code_fk" FOREIGN KEY ("to_location") REFERENCES "public"."locations"("code") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
-CREATE INDEX "stock_levels_location_idx" ON "stock_levels" USING btree ("location");--> statement-breakpoint
 CREATE INDEX "stock_levels_product_idx" ON "stock_levels" USING btree ("product_id");--> statement-breakpoint
 CREATE INDEX "stock_levels_variant_idx" ON "stock_levels" USING btree ("variant_id");--> statement-breakpoint
 CREATE INDEX "transfers_in_transit_idx" ON "transfers" USING btree ("sku","to_location") WHERE status = 'in_transit';--> statement-breakpoint

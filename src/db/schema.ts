@@ -109,7 +109,6 @@ export const stockLevels = pgTable(
   },
   (t) => [
     primaryKey({ columns: [t.sku, t.location], name: 'stock_levels_pkey' }),
-    index('stock_levels_location_idx').on(t.location),
     index('stock_levels_product_idx').on(t.productId),
     index('stock_levels_variant_idx').on(t.variantId),
     check('stock_levels_stock_nonnegative', sql`${t.stockQuantity} >= 0`),

@@ -127,7 +127,11 @@ export async function lockLevels(tx: Tx, keys: { sku: string; location: string }
     tx,
     sql`SELECT ${levelColumns}
           FROM stock_levels l JOIN locations loc ON loc.code = l.location
-          JOIN jsonb_to_recordset(${JSON.stringify(unique)}::jsonb) AS k(sku text, location text)
+          -- About the count as a literal LIMIT (a power of two: a few statement texts), as in
+          -- the stock change: the planner looks each level up by its key instead of guessing
+          -- 100 rows and looping over a whole location.
+          JOIN (SELECT * FROM jsonb_to_recordset(${JSON.stringify(unique)}::jsonb) AS k(sku text, location text)
+                 LIMIT ${sql.raw(String(2 ** Math.ceil(Math.log2(unique.length))))}) k
             ON k.sku = l.sku AND k.location = l.location
          ORDER BY l.sku, l.location FOR NO KEY UPDATE OF l`,
   );
