@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { reserveOrder, type Strategy } from '../../src/engine/orders.js';
 import { InsufficientStockError } from '../../src/errors.js';
 import { useTestDatabase } from '../helpers/db.js';
+import { holdLock } from '../helpers/locks.js';
 import { ensureLocations, levelsOf, locationViolations, outcomeOf, seedSku } from './_locations.js';
 import { ACTOR, SETTINGS, attempt, codeOf, describeError, expireNow } from './_support.js';
 
@@ -318,5 +319,28 @@ describe('report --by-location', () => {
     // Without the flag, the report is as it was.
     const plain = await t.cliJson<Record<string, unknown>>(['report', '--json']);
     expect(plain.json).not.toHaveProperty('by_location');
+  });
+});
+
+describe("a location's own row", () => {
+  it('is never locked by a reserve: with `location set` in flight on it, every strategy reserves there at once', async () => {
+    await ensureLocations(t.db, t.sql, [{ code: 'HELD-LOC', priority: 50 }]);
+    await seedSku(t.db, 'LOC-ROW', { 'HELD-LOC': 10 });
+    // What `location set` holds until it commits: the location's row, updated.
+    const held = await holdLock(t.url, `UPDATE locations SET name = name WHERE code = 'HELD-LOC'`);
+    try {
+      for (const strategy of ['guarded', 'optimistic', 'locking'] as Strategy[]) {
+        const r = await reserveOrder(t.db, { lines: [{ sku: 'LOC-ROW', quantity: 1 }], strategy, actor: ACTOR }, SETTINGS);
+        expect(r.items[0].allocations.map((a) => a.location), strategy).toEqual(['HELD-LOC']);
+      }
+      // Buyers at once, so that they go as batches (a lone one goes on its own).
+      const batched = await Promise.all(
+        Array.from({ length: 7 }, () => reserveOrder(t.db, { lines: [{ sku: 'LOC-ROW', quantity: 1 }], strategy: 'batched', actor: ACTOR }, SETTINGS)),
+      );
+      expect(batched.map((r) => r.items[0].allocations[0].location)).toEqual(Array(7).fill('HELD-LOC'));
+    } finally {
+      await held.release();
+    }
+    expect(await levelsOf(t.sql, 'LOC-ROW')).toEqual({ 'HELD-LOC': { stock: 10, reserved: 10, incoming: 0 } });
   });
 });

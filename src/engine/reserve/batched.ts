@@ -274,7 +274,8 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
     order_item_id: randomUUID(),
     reservation_id: randomUUID(),
   }));
-  const lock = sql.raw(mode === 'skip' ? 'FOR NO KEY UPDATE SKIP LOCKED' : 'FOR NO KEY UPDATE');
+  // OF l: the levels only, never a location's row (another lane, or `location set`, would wait on it).
+  const lock = sql.raw(mode === 'skip' ? 'FOR NO KEY UPDATE OF l SKIP LOCKED' : 'FOR NO KEY UPDATE OF l');
   const result = await applyStockChangesFrom<{
     seq: number;
     avail: number | null;
