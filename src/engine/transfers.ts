@@ -7,7 +7,7 @@
  */
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import { iso, rows, transaction, type Tx } from '../db/query.js';
+import { execute, iso, rows, transaction, type Tx } from '../db/query.js';
 import { InvalidInputError, NotFoundError, RefusedError } from '../errors.js';
 import { quote } from './input.js';
 import { unknownLocation } from './locations.js';
@@ -89,10 +89,7 @@ export async function closeTransfer(db: Db, input: { transferId: number; how: 'r
         : { sku: t.sku, location: t.to, stockDelta: 0, reservedDelta: 0, incomingDelta: -t.quantity, kind: 'transfer_cancel' };
     const changes = input.how === 'receive' ? [arriving] : [arriving, { sku: t.sku, location: t.from, stockDelta: t.quantity, reservedDelta: 0, kind: 'transfer_cancel' as const }];
     await move(tx, t.transfer_id, changes, input);
-    await rows(
-      tx,
-      sql`UPDATE transfers SET status = ${wanted}, closed_by = ${input.actor}, closed_at = now() WHERE transfer_id = ${t.transfer_id} RETURNING 1`,
-    );
+    await execute(tx, sql`UPDATE transfers SET status = ${wanted}, closed_by = ${input.actor}, closed_at = now() WHERE transfer_id = ${t.transfer_id}`);
     return { ...(await findTransfer(tx, t.transfer_id)), replay: false };
   });
 }

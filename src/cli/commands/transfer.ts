@@ -23,7 +23,7 @@ export async function send(ctx: CommandContext, skuArg: string, qtyArg: string, 
   });
 }
 
-export async function close(how: 'receive' | 'cancel') {
+function close(how: 'receive' | 'cancel') {
   return async (ctx: CommandContext, idArg: string, flags: { reason?: string }) => {
     const input = { transferId: parseTransferId(idArg), how, reason: parseText(flags.reason, 'reason'), actor: ctx.config.actor };
     const { db } = await ctx.openDb({ application: 'stockctl-transfer', lockTimeoutMs: 10_000 });
@@ -37,8 +37,10 @@ export async function close(how: 'receive' | 'cancel') {
   };
 }
 
-export const receive = await close('receive');
-export const cancel = await close('cancel');
+/** `transfer receive <id>`: the units arrived. */
+export const receive = close('receive');
+/** `transfer cancel <id>`: they never left. */
+export const cancel = close('cancel');
 
 export async function list(ctx: CommandContext, flags: { all?: boolean; sku?: string; location?: string }) {
   const { db } = await ctx.openDb({ application: 'stockctl-transfer' });
