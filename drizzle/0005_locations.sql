@@ -61,6 +61,8 @@ ALTER TABLE "stock_movements" ADD COLUMN "transfer_id" bigint;--> statement-brea
 ALTER TABLE "stock_reservations" ADD COLUMN "location" text DEFAULT 'default' NOT NULL;--> statement-breakpoint
 ALTER TABLE "stock_movements" ALTER COLUMN "location" DROP DEFAULT;--> statement-breakpoint
 ALTER TABLE "stock_reservations" ALTER COLUMN "location" DROP DEFAULT;--> statement-breakpoint
+ALTER TABLE "orders" ADD COLUMN "location" text;--> statement-breakpoint
+ALTER TABLE "orders" ADD COLUMN "split_policy" text;--> statement-breakpoint
 DROP VIEW "public"."stock_items";--> statement-breakpoint
 ALTER TABLE "product_variants" DROP CONSTRAINT "product_variants_stock_nonnegative";--> statement-breakpoint
 ALTER TABLE "product_variants" DROP CONSTRAINT "product_variants_reserved_nonnegative";--> statement-breakpoint

@@ -182,6 +182,13 @@ export const orders = pgTable(
     paymentWindowSeconds: integer('payment_window_seconds'),
     /** The customer tier whose extra time the window includes (PRIORITY_WINDOWS), if any. */
     priority: text('priority'),
+    /**
+     * What the request said of where the units come from: the location it was pinned to,
+     * and the split policy it was reserved under (null for orders made before locations),
+     * so that the same ref with another of either is a conflict, not a replay.
+     */
+    location: text('location'),
+    splitPolicy: text('split_policy'),
     ...timestamps,
   },
   (t) => [

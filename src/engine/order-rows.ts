@@ -26,6 +26,9 @@ export interface OrderRow {
   paymentMethod: string | null;
   paymentWindowSeconds: number | null;
   priority: string | null;
+  /** The location the order was pinned to, and the split policy it was reserved under. */
+  location: string | null;
+  splitPolicy: string | null;
 }
 
 /** The OrderRow columns. */
@@ -34,7 +37,8 @@ export const ORDER_COLUMNS = sql.raw(`order_id AS "orderId", ref, customer_id AS
   coalesce(payment_expires_at <= now(), false) AS "windowPassed", paid_at AS "paidAt",
   cancelled_at AS "cancelledAt", cancel_reason AS "cancelReason", cancelled_by AS "cancelledBy",
   total::float8 AS total, reserve_attempts AS "reserveAttempts", strategy,
-  payment_method AS "paymentMethod", payment_window_seconds AS "paymentWindowSeconds", priority`);
+  payment_method AS "paymentMethod", payment_window_seconds AS "paymentWindowSeconds", priority,
+  location, split_policy AS "splitPolicy"`);
 
 // A whole id matches one order by id and perhaps another by ref: the id wins.
 const orderByKey = (key: string) =>

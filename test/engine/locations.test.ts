@@ -344,3 +344,21 @@ describe("a location's own row", () => {
     expect(await levelsOf(t.sql, 'LOC-ROW')).toEqual({ 'HELD-LOC': { stock: 10, reserved: 10, incoming: 0 } });
   });
 });
+
+describe('a ref covers where the units come from', () => {
+  it('the same ref pinned elsewhere, or under another split policy, is a conflict (exit 5), not the first order', async () => {
+    await ensureLocations(t.db, t.sql, [{ code: 'REF-A', priority: 40 }]);
+    await seedSku(t.db, 'REF-L', { 'REF-A': 5 });
+    const first = await t.cliJson<Reserved>(['reserve', 'REF-L:1', '--ref', 'ref-pinned', '--location', 'REF-A']);
+    expect(first.code, first.stdout).toBe(0);
+    const again = await t.cliJson<Reserved & { replay: boolean }>(['reserve', 'REF-L:1', '--ref', 'ref-pinned', '--location', 'REF-A']);
+    expect([again.code, again.json.replay, again.json.order_id]).toEqual([0, true, first.json.order_id]);
+    const unpinned = await t.cliJson<Refusal>(['reserve', 'REF-L:1', '--ref', 'ref-pinned']);
+    expect([unpinned.code, unpinned.json.error.code]).toEqual([5, 'ref_conflict']);
+    expect(unpinned.json.error.message).toContain('location "REF-A", not none');
+    const otherPolicy = await t.cliJson<Refusal>(['reserve', 'REF-L:1', '--ref', 'ref-pinned', '--location', 'REF-A', '--split', 'never']);
+    expect([otherPolicy.code, otherPolicy.json.error.code]).toEqual([5, 'ref_conflict']);
+    expect(otherPolicy.json.error.message).toContain('split policy units, not never');
+    expect(await levelsOf(t.sql, 'REF-L')).toEqual({ 'REF-A': { stock: 5, reserved: 1, incoming: 0 } });
+  });
+});

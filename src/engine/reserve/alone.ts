@@ -260,11 +260,12 @@ async function insertReservedOrder(
             JOIN done d ON d.sku = x.sku AND d.location = coalesce(x.location, d.location)
         ), o AS (
           INSERT INTO orders (order_id, ref, customer_id, payment_expires_at, payment_method,
-                              payment_window_seconds, priority, subtotal, total,
+                              payment_window_seconds, priority, location, split_policy, subtotal, total,
                               item_count, reserve_attempts, strategy, created_by)
           SELECT ${orderId}::uuid, ${input.ref ?? null}, ${input.customerId ?? null},
                  now() + make_interval(secs => ${plan.ttlSeconds}), ${input.paymentMethod ?? null},
-                 ${plan.ttlSeconds}::int, ${input.priority ?? null},
+                 ${plan.ttlSeconds}::int, ${input.priority ?? null}, ${input.location ?? null}::text,
+                 ${input.split ?? DEFAULT_SPLIT_POLICY}::text,
                  sum(price::bigint * quantity), sum(price::bigint * quantity), sum(quantity),
                  ${plan.attempt}, ${plan.strategy}, ${input.actor}
             FROM li HAVING count(*) = ${placements.length}
@@ -375,6 +376,10 @@ async function replayByRef(db: Db, input: ReserveInput, ttlSeconds: number): Pro
   }
   if ((order.paymentMethod ?? null) !== (input.paymentMethod ?? null)) differences.push(`payment method ${shown(order.paymentMethod)}, not ${shown(input.paymentMethod)}`);
   if ((order.priority ?? null) !== (input.priority ?? null)) differences.push(`priority ${shown(order.priority)}, not ${shown(input.priority)}`);
+  if ((order.location ?? null) !== (input.location ?? null)) differences.push(`location ${shown(order.location)}, not ${shown(input.location)}`);
+  // Orders made before locations were recorded have no policy to compare.
+  const split = input.split ?? DEFAULT_SPLIT_POLICY;
+  if (order.splitPolicy !== null && order.splitPolicy !== split) differences.push(`split policy ${order.splitPolicy}, not ${split}`);
   if (differences.length > 0) {
     throw new RefusedError(
       `Ref ${quote(input.ref)} already names order ${order.orderId}, made by another request (${differences.join('; ')}); use a new ref, or send the first request again.`,

@@ -27,6 +27,7 @@ import { holdsExpiredReservations, type ReserveInput, type ReserveResult } from 
 import { withConflictRetry } from '../retry.js';
 import type { Settings } from '../settings.js';
 import { applyStockChangesFrom } from '../stock.js';
+import { DEFAULT_SPLIT_POLICY } from '../names.js';
 
 /** The most buyers one statement carries; the rest wait for the next batch. */
 export const MAX_BATCH = 128;
@@ -268,6 +269,7 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
     ttl: input.ttlSeconds ?? settings.paymentTimeoutMinutes * 60,
     payment_method: input.paymentMethod ?? null,
     priority: input.priority ?? null,
+    split: input.split ?? DEFAULT_SPLIT_POLICY,
     actor: input.actor,
     sku: lines[seq].sku,
     quantity: lines[seq].quantity,
@@ -289,7 +291,7 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
       before: sql`req AS (
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(buyers)}::jsonb)
                  AS x(seq int, order_id uuid, ref text, customer_id text, ttl int, payment_method text,
-                      priority text, actor text, sku text, quantity int, order_item_id uuid, reservation_id uuid)
+                      priority text, split text, actor text, sku text, quantity int, order_item_id uuid, reservation_id uuid)
           LIMIT ${sql.raw(String(rowsAtMost(batch.length)))}
         ), lk AS (
           -- The SKUs' levels at active locations, locked in the canonical order.
@@ -323,9 +325,9 @@ async function reserveTogether(db: Tx, batch: Waiting[], mode: LockMode): Promis
           SELECT s.*, d.product_id, d.variant_id, d.name, d.price FROM served s JOIN done d ON d.sku = s.sku AND d.location = s.location
         ), o AS (
           INSERT INTO orders (order_id, ref, customer_id, payment_expires_at, payment_method,
-                              payment_window_seconds, priority, subtotal, total,
+                              payment_window_seconds, priority, split_policy, subtotal, total,
                               item_count, reserve_attempts, strategy, created_by)
-          SELECT order_id, ref, customer_id, now() + make_interval(secs => ttl), payment_method, ttl, priority,
+          SELECT order_id, ref, customer_id, now() + make_interval(secs => ttl), payment_method, ttl, priority, split,
                  price::bigint * quantity, price::bigint * quantity, quantity, 1, 'batched', actor
             FROM li
           RETURNING order_id, payment_expires_at, total
