@@ -89,7 +89,7 @@ export const orderRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app,
         description:
           'Each line says where its units are held (`allocations`, one reservation per location): from the one location that covers the whole order ' +
           'if there is one (highest priority first), else as `split` allows, or all from `location` when the request names one. ' +
-          "Idempotency-Key is the order's ref, and covers the whole request (items, customer_id, ttl, payment_method, priority): " +
+          "Idempotency-Key is the order's ref, and covers the whole request (items, customer_id, ttl, payment_method, priority, location, split): " +
           'the same key with the same request answers 200 with the same order and `Idempotent-Replayed: true`, reserving nothing more; ' +
           'the same key with another request is 422 ref_conflict.',
         security,
