@@ -211,17 +211,7 @@ export function shortagesOf(lines: OrderLine[], stock: StockRow[]): Shortage[] {
 }
 
 /** A level as a stock change left it. */
-export interface AppliedRow {
-  productId: string;
-  variantId: string | null;
-  sku: string;
-  location: string;
-  stockQuantity: number;
-  reservedStock: number;
-  incoming: number;
-  version: number;
-  inStock: boolean;
-}
+export type AppliedRow = Omit<LevelRow, 'priority' | 'active'> & { inStock: boolean };
 
 /** More statement after the stock change (reserve's order inserts): CTEs that may read `done`, and the final SELECT. */
 export interface AfterStockChange {

@@ -77,10 +77,11 @@ export interface StrategyReport {
  * stock, the counters equal to the ledger and to the active reservations, and what
  * `verify` finds on them.
  */
-export interface Proof {
-  /** Units put on sale (stock × SKUs). */
+/** Units put on sale, sold and held, by the counters, the ledger and the reservations. */
+interface ProofFigures {
+  /** Units put on sale (stock × SKUs, or a location's share). */
   stock: number;
-  /** Units sold: how far on-hand fell. */
+  /** Units sold: how far on-hand fell (at a location: the units of its paid reservations). */
   sold: number;
   /** The counters: reserved_stock and stock_quantity, summed. */
   reserved: number;
@@ -90,6 +91,9 @@ export interface Proof {
   ledger_on_hand: number;
   /** Units held by active reservations. */
   active_reservations: number;
+}
+
+export interface Proof extends ProofFigures {
   /** What `verify` finds wrong on these SKUs (0 when every invariant holds). */
   verify_problems: number;
   /** With --locations above 1: the same figures at each location, summed over the SKUs' levels there. */
@@ -101,21 +105,12 @@ export interface Proof {
  * every level: 0 ≤ reserved ≤ on hand, the ledger equal to the counters, the active
  * reservations equal to reserved, sold + on hand = stock, sold + reserved ≤ stock.
  */
-export interface LocationProof {
+export interface LocationProof extends ProofFigures {
   location: string;
   /** Higher is tried first; the remainder of each SKU's stock went to the highest. */
   priority: number;
   /** The strategy's levels there (one per SKU). */
   levels: number;
-  /** Units put there (each SKU's share). */
-  stock: number;
-  /** Units of the paid reservations there. */
-  sold: number;
-  reserved: number;
-  on_hand: number;
-  ledger_reserved: number;
-  ledger_on_hand: number;
-  active_reservations: number;
   /** Levels there where a check failed (0 when all hold). */
   bad_levels: number;
 }
