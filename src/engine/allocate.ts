@@ -12,7 +12,8 @@
 import type { Shortage } from '../errors.js';
 import { sumBySku } from './input.js';
 import type { SplitPolicy } from './names.js';
-import { availableUnits, type LevelRow } from './stock.js';
+import { levelAvailable } from './stock-item.js';
+import type { LevelRow } from './stock.js';
 
 export { DEFAULT_SPLIT_POLICY, SPLIT_POLICIES, type SplitPolicy } from './names.js';
 
@@ -35,7 +36,7 @@ export function allocate(lines: { sku: string; quantity: number }[], levels: Lev
   const at = new Map<string, Map<string, number>>(); // location → sku → available
   for (const l of usable) {
     const m = at.get(l.location) ?? new Map<string, number>();
-    m.set(l.sku, availableUnits(l));
+    m.set(l.sku, levelAvailable({ active: l.active, stock_quantity: l.stockQuantity, reserved_stock: l.reservedStock }));
     at.set(l.location, m);
   }
   const locations = [...new Set(usable.map((l) => l.location))];

@@ -5,7 +5,7 @@ import { array, execute, rows, transaction, type Tx } from '../db/query.js';
 import { RefusedError, NotFoundError } from '../errors.js';
 import { MAX_QUANTITY } from './input.js';
 import type { LevelItem, StockItem } from './stock-item.js';
-import { resolveLocation, severalLocations } from './locations.js';
+import { resolveLocation } from './locations.js';
 import { applyStockChanges, ensureLevel, levelAvailableSql, productWithVariants, readStockRows, unknownSku, type StockRow } from './stock.js';
 
 export function toStockItem(row: StockRow): StockItem {
@@ -150,10 +150,7 @@ export async function addProduct(db: Db, input: AddProductInput): Promise<AddedP
     }
     // A level to reserve from, even with no stock yet: at the location named, else the only
     // one (with several and no stock, none yet: `stock set --location` makes one).
-    const location =
-      input.location !== undefined || input.stock > 0 || !(await severalLocations(tx))
-        ? await resolveLocation(tx, input.location, `put ${input.sku}'s stock`)
-        : undefined;
+    const location = await resolveLocation(tx, input.location, `put ${input.sku}'s stock`, input.stock === 0);
     if (location !== undefined) await ensureLevel(tx, input.sku, location);
     if (input.stock > 0) {
       await applyStockChanges(

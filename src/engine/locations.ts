@@ -108,7 +108,10 @@ export async function requireSellingLocation(db: Db | Tx, code: string): Promise
  * The location a stock change without `--location` means: the only one there is. With
  * several, the caller must say which (exit 2, naming them).
  */
-export async function resolveLocation(db: Db | Tx, code: string | undefined, what: string): Promise<string> {
+export async function resolveLocation(db: Db | Tx, code: string | undefined, what: string): Promise<string>;
+/** `optional`: undefined instead of exit 2 when there are several. */
+export async function resolveLocation(db: Db | Tx, code: string | undefined, what: string, optional: boolean): Promise<string | undefined>;
+export async function resolveLocation(db: Db | Tx, code: string | undefined, what: string, optional = false): Promise<string | undefined> {
   if (code !== undefined) {
     const [found] = await rows<{ code: string }>(db, sql`SELECT code FROM locations WHERE code = ${code}`);
     if (!found) throw unknownLocation(code);
@@ -116,6 +119,7 @@ export async function resolveLocation(db: Db | Tx, code: string | undefined, wha
   }
   const all = await rows<{ code: string }>(db, sql`SELECT code FROM locations ORDER BY priority DESC, code LIMIT 11`);
   if (all.length === 1) return all[0].code;
+  if (optional) return undefined;
   const named = all.slice(0, 10).map((l) => l.code).join(', ') + (all.length > 10 ? ', …' : '');
   throw new InvalidInputError(`There are several locations (${named}): say which with --location to ${what}.`, 'location_required');
 }

@@ -6,8 +6,7 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import { array, execute, rows, type Tx } from '../db/query.js';
-import { NotFoundError, type Shortage } from '../errors.js';
-import type { OrderLine } from './input.js';
+import { NotFoundError } from '../errors.js';
 import { STOCK_CHANNEL } from './stock-events.js';
 
 export type MovementKind =
@@ -85,10 +84,6 @@ export interface LevelRow {
 export const levelAvailableSql = (level: string, active: string): SQL =>
   sql.raw(`CASE WHEN ${active} THEN greatest(${level}.stock_quantity - ${level}.reserved_stock, 0) ELSE 0 END`);
 
-/** Units a level (or a SKU's totals) can still sell: never below 0. */
-export const availableUnits = (row: Pick<StockRow, 'available'> | Pick<LevelRow, 'stockQuantity' | 'reservedStock'>) =>
-  'available' in row ? row.available : Math.max(0, row.stockQuantity - row.reservedStock);
-
 const stockRowColumns = sql.raw(`product_id AS "productId", variant_id AS "variantId", sku, name, price,
   stock_quantity AS "stockQuantity", reserved_stock AS "reservedStock", incoming, available, version,
   in_stock AS "inStock", locations`);
@@ -158,10 +153,11 @@ export async function ensureLevel(tx: Tx, sku: string, location: string): Promis
   return created;
 }
 
-/** Which of these SKUs do not name a stock row, and why: always throws. */
-export async function explainUnknownSkus(tx: Tx, skus: string[]): Promise<never> {
+/** Refuse these SKUs (exit 4, saying why) if any of them names no stock row. */
+export async function refuseUnknownSkus(tx: Tx, skus: string[]): Promise<void> {
   const known = new Set((await readStockRows(tx, skus)).map((r) => r.sku));
   const missing = skus.filter((s) => !known.has(s));
+  if (missing.length === 0) return;
   await refuseProductsWithVariants(tx, missing);
   throw new NotFoundError(`No stock row has SKU ${missing.map((s) => `"${s}"`).join(', ')}.`, 'sku_not_found', {
     skus: missing,
@@ -200,14 +196,6 @@ async function refuseProductsWithVariants(tx: Tx, skus: string[]): Promise<void>
 
 export function unknownSku(sku: string): NotFoundError {
   return new NotFoundError(`No stock row has SKU "${sku}".`, 'sku_not_found', { sku }).withRemedy('list_stock');
-}
-
-/** The lines these SKUs' totals cannot cover, each with what was asked and what is available. */
-export function shortagesOf(lines: OrderLine[], stock: StockRow[]): Shortage[] {
-  const bySku = new Map(stock.map((r) => [r.sku, r]));
-  return lines
-    .map((l) => ({ sku: l.sku, requested: l.quantity, available: availableUnits(bySku.get(l.sku)!) }))
-    .filter((s) => s.available < s.requested);
 }
 
 /** A level as a stock change left it. */

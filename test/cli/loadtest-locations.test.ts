@@ -7,23 +7,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { LocationProof } from '../../src/loadtest/report.js';
 import { useTestDatabase } from '../helpers/db.js';
 
 const t = useTestDatabase();
 
-interface LocationProof {
-  location: string;
-  priority: number;
-  levels: number;
-  stock: number;
-  sold: number;
-  reserved: number;
-  on_hand: number;
-  ledger_reserved: number;
-  ledger_on_hand: number;
-  active_reservations: number;
-  bad_levels: number;
-}
 interface StrategyReport {
   strategy: string;
   buyers: number;

@@ -5,45 +5,17 @@
  * transfer out of a location racing reservations there. Exact counts.
  */
 import { describe, expect, it } from 'vitest';
-import { startCli, runCliTogether, type CliOptions, type CliResult } from '../helpers/cli.js';
+import { runCliTogether } from '../helpers/cli.js';
 import { useTestDatabase } from '../helpers/db.js';
 import { countOutcomes, ensureLocations, levelsOf, locationViolations, outcomeOf, seedSku } from '../engine/_locations.js';
 import { cancelOrder, reserveOrder } from '../../src/engine/orders.js';
-import { ACTOR, SETTINGS, sleep, withConnectionBudget } from '../engine/_support.js';
+import { ACTOR, SETTINGS, withConnectionBudget } from '../engine/_support.js';
 
 const t = useTestDatabase();
 const LOCATIONS = [
   { code: 'A', priority: 20 },
   { code: 'B', priority: 10 },
 ];
-
-/**
- * Start these processes and hold each at the barrier until all have booted; then run
- * `prepare` (which may make the orders they name) and release them all at the moment it
- * returns (epoch ms; at once if it has passed).
- */
-async function runCliAt(runs: { args: string[]; opts: CliOptions }[], prepare: () => Promise<number>): Promise<CliResult[]> {
-  const procs = runs.map(({ args, opts }) => startCli(args, opts, { barrier: true }));
-  try {
-    await Promise.all(
-      procs.map(
-        ({ child, result }) =>
-          new Promise<void>((resolve, reject) => {
-            child.once('message', (m) => (m === 'ready' ? resolve() : reject(new Error(`unexpected ${m}`))));
-            void result.then((r) => reject(new Error(`a racing stockctl exited before the start (exit ${r.code}): ${r.stderr}`)));
-          }),
-      ),
-    );
-    const at = await prepare();
-    await sleep(Math.max(0, at - Date.now()));
-  } catch (err) {
-    for (const { child } of procs) child.kill('SIGKILL');
-    await Promise.all(procs.map((p) => p.result));
-    throw err;
-  }
-  for (const { child } of procs) child.send('go');
-  return Promise.all(procs.map((p) => p.result));
-}
 
 describe('the last units spread over two locations (A=1, B=1), 50 buyers as separate processes', () => {
   // locking and optimistic: test/engine/locations-contention.test.ts, on separate connections.
@@ -84,14 +56,14 @@ describe('pay and sweep racing at the deadline of an order split over two locati
     // releases are aimed that much before the deadline, so that they land on both sides of it.
     const started = Date.now();
     let go = 0;
-    const [probe] = await runCliAt([{ args: ['pay', 'no-such-order', '--json'], opts: { databaseUrl: t.url } }], async () => (go = Date.now()));
+    const [probe] = await runCliTogether([{ args: ['pay', 'no-such-order', '--json'], opts: { databaseUrl: t.url } }], async () => (go = Date.now()));
     expect(outcomeOf(probe)).toBe('exit 4 order_not_found');
     const lead = Math.round((Date.now() - go) * 0.8);
     console.info(`[locations-races] a released pay answers in ${Date.now() - go} ms (${go - started} ms to boot)`);
 
     for (let round = 0; round < ROUNDS; round++) {
       const refs = Array.from({ length: PER_ROUND }, (_, k) => `deadline-${round}-${k}`);
-      const results = await runCliAt(
+      const results = await runCliTogether(
         [
           ...refs.map((ref) => ({ args: ['pay', ref, '--json'], opts: { databaseUrl: t.url } })),
           { args: ['sweep', '--json'], opts: { databaseUrl: t.url } },

@@ -166,9 +166,11 @@ export async function runCliJson<T = unknown>(args: string[], opts: CliOptions):
 /**
  * Start several stockctl processes so that they really race: each one is held at a
  * barrier (test/helpers/start-barrier.mjs, loaded with --import before stockctl itself)
- * until all of them have booted, then all are released at once.
+ * until all of them have booted, then all are released at once. With `prepare`, it runs
+ * once they have all booted (it may make what they name), and they are released at the
+ * moment it returns (epoch ms; at once if that has passed).
  */
-export async function runCliTogether(runs: { args: string[]; opts: CliOptions }[]): Promise<CliResult[]> {
+export async function runCliTogether(runs: { args: string[]; opts: CliOptions }[], prepare?: () => Promise<number>): Promise<CliResult[]> {
   const procs = runs.map(({ args, opts }) => startCli(args, opts, { barrier: true }));
   const ready = procs.map(
     ({ child, result }) =>
@@ -179,6 +181,10 @@ export async function runCliTogether(runs: { args: string[]; opts: CliOptions }[
   );
   try {
     await Promise.all(ready);
+    if (prepare) {
+      const at = await prepare();
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, at - Date.now())));
+    }
   } catch (err) {
     for (const { child } of procs) child.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.result));

@@ -16,7 +16,7 @@ import { findOrderByRef } from '../order-rows.js';
 import { expireOrders } from '../release.js';
 import { sleep, withConflictRetry } from '../retry.js';
 import type { Settings } from '../settings.js';
-import { applyStockChangesFrom, applyStockChangesThen, explainUnknownSkus, readLevels, readStockRows, type AfterStockChange, type LevelRow, type StockChange } from '../stock.js';
+import { applyStockChangesFrom, applyStockChangesThen, readLevels, refuseUnknownSkus, type AfterStockChange, type LevelRow, type StockChange } from '../stock.js';
 import type { Strategy } from '../names.js';
 import { holdsExpiredReservations, type ItemAllocation, type ReservedItem, type ReserveInput, type ReserveResult } from './shared.js';
 
@@ -226,8 +226,7 @@ async function allocateOrder(
   const located = new Set(levels.map((l) => l.sku));
   if (skus.some((sku) => !located.has(sku))) {
     // A SKU with no level (here) has nothing to give; one with no stock row at all is exit 4.
-    const known = await readStockRows(tx, skus);
-    if (known.length < new Set(skus).size) await explainUnknownSkus(tx, skus);
+    await refuseUnknownSkus(tx, skus);
   }
   const result = allocate(lines, levels, input.split ?? DEFAULT_SPLIT_POLICY);
   return 'short' in result ? result : { allocations: result.allocations, levels };
